@@ -1,0 +1,200 @@
+//! The one error type of the HTTP edge and its one mapping to responses (DECISIONS 2): every error
+//! is `{"error": CODE, "message": TEXT}` (validation adds `details`), every 429 has `Retry-After`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::deploy::DeployError;
+use crate::invocation::{InvokeError, RejectReason};
+use crate::registry::RegistryError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("Request validation failed")]
+    Validation(Vec<String>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("Rate limit exceeded")]
+    RateLimited,
+    #[error("{0}")]
+    QueueFull(String),
+    #[error("Sync queue rejected the invocation ({})", .reason.as_str())]
+    SyncQueueRejected {
+        reason: RejectReason,
+        retry_after_seconds: u32,
+    },
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    ImageNotFound(String),
+    #[error("{0}")]
+    ImagePullAuthRequired(String),
+    #[error("{0}")]
+    ImageRegistryUnavailable(String),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("An unexpected error occurred")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a [String]>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited | ApiError::QueueFull(_) | ApiError::SyncQueueRejected { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::ServiceUnavailable(_)
+            | ApiError::Overloaded(_)
+            | ApiError::ImageRegistryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ImageNotFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ImagePullAuthRequired(_) => StatusCode::FAILED_DEPENDENCY,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "VALIDATION_ERROR",
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::QueueFull(_) => "QUEUE_FULL",
+            ApiError::SyncQueueRejected { .. } => "SYNC_QUEUE_REJECTED",
+            ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
+            ApiError::ServiceUnavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::Overloaded(_) => "OVERLOADED",
+            ApiError::ImageNotFound(_) => "IMAGE_NOT_FOUND",
+            ApiError::ImagePullAuthRequired(_) => "IMAGE_PULL_AUTH_REQUIRED",
+            ApiError::ImageRegistryUnavailable(_) => "IMAGE_REGISTRY_UNAVAILABLE",
+            ApiError::BadGateway(_) => "BAD_GATEWAY",
+            ApiError::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::RateLimited | ApiError::QueueFull(_) | ApiError::Overloaded(_) => Some(1),
+            ApiError::SyncQueueRejected {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let details = match &self {
+            ApiError::Validation(d) => Some(d.as_slice()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            details,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":"INTERNAL_ERROR","message":"An unexpected error occurred"}"#.to_vec()
+        });
+        let mut response = (
+            self.status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response();
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::SyncQueueRejected { reason, .. } = &self {
+            response.headers_mut().insert(
+                "X-Queue-Reject-Reason",
+                HeaderValue::from_static(reason.as_str()),
+            );
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(details) => ApiError::Validation(details),
+            RegistryError::BadRequest(message) => ApiError::BadRequest(message),
+            e @ RegistryError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
+            e @ RegistryError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RegistryError::Deploy(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Unavailable(m) => ApiError::ServiceUnavailable(m),
+            DeployError::Failed(m) => ApiError::BadGateway(m),
+            DeployError::ImageNotFound(m) => ApiError::ImageNotFound(m),
+            DeployError::ImagePullAuthRequired(m) => ApiError::ImagePullAuthRequired(m),
+            DeployError::ImageRegistryUnavailable(m) => ApiError::ImageRegistryUnavailable(m),
+        }
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> Self {
+        match e {
+            InvokeError::RateLimited => ApiError::RateLimited,
+            e @ InvokeError::FunctionNotFound(_) => ApiError::NotFound(e.to_string()),
+            e @ InvokeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
+            e @ InvokeError::AsyncDisabled => ApiError::NotImplemented(e.to_string()),
+            e @ InvokeError::StoreFull => ApiError::Overloaded(e.to_string()),
+            InvokeError::SyncQueueRejected {
+                reason,
+                retry_after_seconds,
+            } => ApiError::SyncQueueRejected {
+                reason,
+                retry_after_seconds,
+            },
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Request reading for the handlers: JSON bodies (content type, size, syntax and shape errors all
+//! become [`ApiError`]s), decoded path segments, and the invocation headers.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Longest accepted `Idempotency-Key` / `X-Trace-Id`: they are stored and forwarded.
+const MAX_KEY_HEADER_LEN: usize = 1024;
+
+/// One decoded path segment (`{name}`, `{id}`), with a JSON 400 when it is not valid UTF-8.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Segment(s))
+            .map_err(|e| ApiError::BadRequest(format!("Invalid path: {}", e.body_text())))
+    }
+}
+
+/// Parses a JSON request body: `Content-Type` must be JSON (`application/json` or `+json`), the
+/// body must be present, within the size limit, well-formed and of the expected shape.
+pub fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
+    require_json_content_type(headers)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("No request body".to_owned()));
+    }
+    serde_json::from_slice(&bytes).map_err(json_error)
+}
+
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("Request body is too large".to_owned())
+        } else {
+            ApiError::BadRequest(format!("Failed to read request body: {}", e.body_text()))
+        }
+    })
+}
+
+pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        let shown = if mime.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("'{mime}'")
+        };
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {shown} is not supported; send application/json"
+        )))
+    }
+}
+
+pub fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => ApiError::BadRequest(format!("Malformed JSON: {e}")),
+        Category::Data | Category::Io => ApiError::BadRequest(format!("Invalid request body: {e}")),
+    }
+}
+
+/// A header holding a short opaque token; absent or blank is `None`.
+pub fn token_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?
+        .trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_KEY_HEADER_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "{name} is longer than {MAX_KEY_HEADER_LEN} characters"
+        )));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// `X-Timeout-Ms`: an integer (0 or negative means "do not wait").
+pub fn timeout_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get("X-Timeout-Ms") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest("X-Timeout-Ms must be an integer".to_owned()))
+}
+
+/// `X-Dispatch-Attempt` on a callback: a positive integer, else absent (legacy completion).
+pub fn attempt_header(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("X-Dispatch-Attempt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+}

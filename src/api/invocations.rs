@@ -1,0 +1,177 @@
+//! Invocation API: E6 `:invoke`, E7 `:enqueue`, E8 execution status, E9 runtime callbacks.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::extract::{
+    Segment, attempt_header, body_bytes, json_body, json_error, timeout_header, token_header,
+};
+use super::functions::require_name;
+use crate::AppState;
+use crate::dispatch::runtime_body;
+use crate::invocation::InvokeInput;
+use crate::model::{CallbackBody, InvocationResponse, InvocationStatus};
+
+/// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvocationRequest {
+    #[serde(default)]
+    input: Option<Box<RawValue>>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+}
+
+fn invoke_input(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<InvokeInput, ApiError> {
+    let idempotency_key = token_header(headers, "Idempotency-Key")?;
+    let trace_id = token_header(headers, "X-Trace-Id")?;
+    let request: InvocationRequest = json_body(headers, body)?;
+    let Some(input) = request.input else {
+        return Err(ApiError::Validation(vec![
+            "input: Input payload is required".into(),
+        ]));
+    };
+    if let Some(metadata) = &request.metadata {
+        serde_json::from_str::<Option<HashMap<String, String>>>(metadata.get()).map_err(|_| {
+            ApiError::Validation(vec!["metadata: must be an object of string values".into()])
+        })?;
+    }
+    let input = std::sync::Arc::from(input);
+    let body = runtime_body(&input, request.metadata.as_deref().map(RawValue::get));
+    Ok(InvokeInput {
+        input,
+        body,
+        idempotency_key,
+        trace_id,
+    })
+}
+
+/// Splits `name:action` (the name may itself contain `:`).
+fn split_action(segment: &str) -> Option<(&str, &str)> {
+    segment.rsplit_once(':')
+}
+
+/// `POST /v1/functions/{name}:invoke` and `POST /v1/functions/{name}:enqueue`.
+pub async fn function_action(
+    State(state): State<AppState>,
+    Segment(segment): Segment,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    match split_action(&segment) {
+        Some((name, "invoke")) => invoke(state, name, &headers, body).await,
+        Some((name, "enqueue")) => enqueue(state, name, &headers, body).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn invoke(
+    state: AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_name(name)?;
+    let input = invoke_input(headers, body)?;
+    let wait_ms = timeout_header(headers)?;
+    let result = state.invocations.invoke_sync(name, input, wait_ms).await?;
+    // DECISIONS 1: a wait that elapsed is a 408 with the normal body.
+    let status = if result.timed_out {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        StatusCode::OK
+    };
+    Ok(invocation_response(status, &result.response, true))
+}
+
+async fn enqueue(
+    state: AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_name(name)?;
+    let input = invoke_input(headers, body)?;
+    let execution_id = state.invocations.invoke_async(name, input).await?;
+    let response = InvocationResponse {
+        execution_id,
+        status: InvocationStatus::Queued,
+        output: None,
+        error: None,
+    };
+    Ok(invocation_response(StatusCode::ACCEPTED, &response, false))
+}
+
+fn invocation_response(
+    status: StatusCode,
+    body: &InvocationResponse,
+    with_id_header: bool,
+) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if with_id_header {
+        if let Ok(v) = HeaderValue::from_str(&body.execution_id) {
+            response.headers_mut().insert("X-Execution-Id", v);
+        }
+    }
+    response
+}
+
+/// `GET /v1/executions/{executionId}`.
+pub async fn get_execution(
+    State(state): State<AppState>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    if id.trim().is_empty() {
+        return Err(ApiError::Validation(vec![
+            "executionId: Execution ID is required".into(),
+        ]));
+    }
+    let status = state
+        .invocations
+        .store()
+        .status(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("Execution not found: {id}")))?;
+    Ok(Json(status).into_response())
+}
+
+/// `POST /v1/internal/executions/{executionId}:complete`.
+pub async fn complete(
+    State(state): State<AppState>,
+    Segment(segment): Segment,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Some(id) = segment.strip_suffix(":complete") else {
+        return Err(ApiError::NotFound(format!("No route for {segment}")));
+    };
+    if id.trim().is_empty() {
+        return Err(ApiError::Validation(vec![
+            "executionId: Execution ID is required".into(),
+        ]));
+    }
+    // Runtimes are trusted to send JSON; the content type is not insisted upon.
+    let bytes = body_bytes(body)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("No request body".to_owned()));
+    }
+    let callback: CallbackBody = serde_json::from_slice(&bytes).map_err(json_error)?;
+    let (result, _timed_out) = callback
+        .into_result()
+        .map_err(|reason| ApiError::BadRequest(format!("Invalid callback: {reason}")))?;
+    state
+        .invocations
+        .complete_from_callback(id, attempt_header(&headers), result);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,120 @@
+//! The management port (REFERENCE §1.16): health groups and the Prometheus scrape, plus the
+//! build-metadata endpoint of the main port (§1.15).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::AppState;
+
+const ACTUATOR_JSON: &str = "application/vnd.spring-boot.actuator.v3+json";
+
+/// Liveness and readiness of the process.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/actuator", get(links))
+        .route("/actuator/health", get(health))
+        .route("/actuator/health/liveness", get(liveness))
+        .route("/actuator/health/readiness", get(readiness))
+        .route("/actuator/prometheus", get(prometheus))
+        .fallback(|| async { super::error::ApiError::NotFound("No such endpoint".to_owned()) })
+        .with_state(state)
+}
+
+fn actuator(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(ACTUATOR_JSON),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    if state.health.is_ready() {
+        actuator(
+            StatusCode::OK,
+            json!({"status": "UP", "groups": ["liveness", "readiness"]}),
+        )
+    } else {
+        actuator(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "OUT_OF_SERVICE", "groups": ["liveness", "readiness"]}),
+        )
+    }
+}
+
+async fn liveness() -> Response {
+    actuator(StatusCode::OK, json!({"status": "UP"}))
+}
+
+async fn readiness(State(state): State<AppState>) -> Response {
+    if state.health.is_ready() {
+        actuator(StatusCode::OK, json!({"status": "UP"}))
+    } else {
+        actuator(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "OUT_OF_SERVICE"}),
+        )
+    }
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .execution_store_entries
+        .set(state.invocations.store().len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn links(headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let base = format!("http://{host}/actuator");
+    let link = |path: &str, templated: bool| json!({"href": format!("{base}{path}"), "templated": templated});
+    actuator(
+        StatusCode::OK,
+        json!({"_links": {
+            "self": link("", false),
+            "health": link("/health", false),
+            "health-path": link("/health/{*path}", true),
+            "prometheus": link("/prometheus", false),
+        }}),
+    )
+}
+
+pub async fn build_metadata() -> Response {
+    axum::Json(json!({"module": "build-metadata", "status": "enabled"})).into_response()
+}

@@ -1,0 +1,70 @@
+//! The HTTP edge: the main API router (port 8080) and the management router (port 8081).
+//! Handlers parse and map; all behaviour lives in the core modules.
+
+pub mod error;
+pub mod extract;
+pub mod functions;
+pub mod invocations;
+pub mod management;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+
+use crate::AppState;
+use error::ApiError;
+
+/// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
+/// handlers, since the name itself may contain `:`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_request_body_bytes;
+    Router::new()
+        .route("/v1/functions", get(functions::list).post(functions::register))
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get)
+                .delete(functions::delete)
+                .post(invocations::function_action),
+        )
+        .route("/v1/functions/{name}/replicas", put(functions::set_replicas))
+        .route("/v1/executions/{id}", get(invocations::get_execution))
+        .route("/v1/internal/executions/{id}", post(invocations::complete))
+        .route("/modules/build-metadata", get(management::build_metadata))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), uri = %req.uri())
+                })
+                // Error answers are part of the API, not server faults: keep them out of ERROR logs.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("No route for {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(detail, "handler panicked");
+    ApiError::Internal.into_response()
+}

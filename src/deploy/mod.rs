@@ -1,0 +1,135 @@
+//! Managed deployment backends (DEPLOYMENT mode): the provider trait the registry talks to, and
+//! provider selection (REFERENCE §2.4). Backends themselves (Kubernetes, local containers) live in
+//! submodules and are chosen at start-up from `NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::DeploymentBackend;
+use crate::registry::spec::FunctionSpec;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Failures of a deployment backend, each mapped to one HTTP status at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeployError {
+    /// No usable backend, or the backend cannot be reached: the function may degrade to POOL
+    /// (registration) or the request is answered 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend refused or failed the operation.
+    #[error("{0}")]
+    Failed(String),
+    /// Image validation (REFERENCE §5.5): 422 IMAGE_NOT_FOUND.
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// Image validation: 424 IMAGE_PULL_AUTH_REQUIRED.
+    #[error("{0}")]
+    ImagePullAuthRequired(String),
+    /// Image validation: 503 IMAGE_REGISTRY_UNAVAILABLE.
+    #[error("{0}")]
+    ImageRegistryUnavailable(String),
+}
+
+/// A backend that runs DEPLOYMENT functions. Every method may do I/O and is awaited off the
+/// registry's locks.
+pub trait DeploymentProvider: Send + Sync + 'static {
+    /// `k8s` or `container-local`.
+    fn id(&self) -> &'static str;
+    fn is_available(&self) -> BoxFuture<'_, bool>;
+    fn supports(&self, spec: &FunctionSpec) -> bool;
+    /// Checks that the image can be run (REFERENCE §5.5); the default accepts everything.
+    fn validate_image<'a>(
+        &'a self,
+        _spec: &'a FunctionSpec,
+    ) -> BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Creates or updates the function's runtime; returns the URL invocations are sent to.
+    fn provision<'a>(
+        &'a self,
+        spec: &'a FunctionSpec,
+    ) -> BoxFuture<'a, Result<String, DeployError>>;
+    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>>;
+    fn set_replicas<'a>(
+        &'a self,
+        name: &'a str,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), DeployError>>;
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>>;
+}
+
+/// The configured providers and the selection rule of REFERENCE §2.4.
+#[derive(Clone, Default)]
+pub struct Providers {
+    providers: Vec<Arc<dyn DeploymentProvider>>,
+    default_backend: Option<DeploymentBackend>,
+}
+
+impl Providers {
+    pub fn new(
+        providers: Vec<Arc<dyn DeploymentProvider>>,
+        default_backend: Option<DeploymentBackend>,
+    ) -> Self {
+        Providers {
+            providers,
+            default_backend,
+        }
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<dyn DeploymentProvider>> {
+        self.providers.iter().find(|p| p.id() == id)
+    }
+
+    /// Picks the provider for a new DEPLOYMENT function.
+    pub async fn select(
+        &self,
+        spec: &FunctionSpec,
+    ) -> Result<Arc<dyn DeploymentProvider>, DeployError> {
+        if let Some(backend) = self.default_backend {
+            let id = backend.id();
+            let provider = self.by_id(id).ok_or_else(|| {
+                DeployError::Unavailable(format!(
+                    "No managed deployment provider with id '{id}' found"
+                ))
+            })?;
+            if !provider.is_available().await {
+                return Err(DeployError::Unavailable(format!(
+                    "Provider '{id}' is not available"
+                )));
+            }
+            if !provider.supports(spec) {
+                return Err(DeployError::Unavailable(format!(
+                    "Provider '{id}' does not support function '{}'",
+                    spec.name
+                )));
+            }
+            return Ok(provider.clone());
+        }
+        let mut candidates = Vec::new();
+        for p in &self.providers {
+            if p.supports(spec) && p.is_available().await {
+                candidates.push(p.clone());
+            }
+        }
+        match candidates.len() {
+            0 => Err(DeployError::Unavailable(format!(
+                "No managed deployment provider available for function '{}'. Set \
+                 NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND=container-local or =k8s to run DEPLOYMENT \
+                 functions, or give an endpointUrl to run it as POOL",
+                spec.name
+            ))),
+            1 => Ok(candidates.remove(0)),
+            _ => {
+                let mut ids: Vec<&str> = candidates.iter().map(|p| p.id()).collect();
+                ids.sort_unstable();
+                Err(DeployError::Unavailable(format!(
+                    "Ambiguous managed deployment provider selection for function '{}': [{}]",
+                    spec.name,
+                    ids.join(", ")
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Dispatchers: run one attempt of a task and report its result. LOCAL echoes the input in
+//! process; POOL and DEPLOYMENT send the runtime request of REFERENCE §6.1 on one shared, pooled
+//! `reqwest` client and read the reply as §6.2 says.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+
+use crate::config::HttpClientConfig;
+use crate::execution::Task;
+use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
+use crate::registry::spec::ExecutionMode;
+
+/// The result of one attempt, with the cold-start facts read from the reply.
+#[derive(Debug, Clone)]
+pub struct DispatchReply {
+    pub result: AttemptResult,
+    pub cold_start: Option<ColdStart>,
+}
+
+impl DispatchReply {
+    fn failure(code: &str, message: impl Into<String>) -> Self {
+        DispatchReply {
+            result: AttemptResult::Failure(ErrorInfo::new(code, message)),
+            cold_start: None,
+        }
+    }
+}
+
+pub struct Dispatcher {
+    client: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl Dispatcher {
+    pub fn new(config: &HttpClientConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            // Runtimes are reached directly, as the Java WebClient does; never via HTTP(S)_PROXY.
+            .no_proxy()
+            .user_agent(concat!(
+                "nanofaas-control-plane/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Dispatcher {
+            client,
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    pub async fn dispatch(&self, task: &Task) -> DispatchReply {
+        match task.function.effective_mode {
+            ExecutionMode::Local => DispatchReply {
+                result: AttemptResult::Success(Some(task.payload.input.clone())),
+                cold_start: None,
+            },
+            ExecutionMode::Pool | ExecutionMode::Deployment => self.call_runtime(task).await,
+        }
+    }
+
+    async fn call_runtime(&self, task: &Task) -> DispatchReply {
+        let Some(url) = &task.function.endpoint else {
+            return DispatchReply::failure(
+                "POOL_ENDPOINT_MISSING",
+                "endpointUrl is required for POOL mode",
+            );
+        };
+        let timeout_ms = task.function.spec.timeout_ms;
+        let mut request = self
+            .client
+            .post(url.clone())
+            .timeout(Duration::from_millis(timeout_ms))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("X-Execution-Id", &*task.execution_id)
+            .header("X-Dispatch-Attempt", task.attempt.to_string());
+        if let Some(trace) = &task.trace_id {
+            request = request.header("X-Trace-Id", &**trace);
+        }
+        if task.attempt == 1 {
+            if let Some(key) = &task.idempotency_key {
+                request = request.header("Idempotency-Key", &**key);
+            }
+        }
+        let response = match request.body(task.payload.body.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e, timeout_ms),
+        };
+        let cold_start = cold_start_of(response.headers());
+        let status = response.status();
+        let is_text = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/plain")
+            });
+        let body = match self.read_body(response).await {
+            Ok(b) => b,
+            Err(failure) => {
+                return DispatchReply {
+                    cold_start,
+                    ..failure.into_reply(timeout_ms)
+                };
+            }
+        };
+        let result = if status.is_success() {
+            if is_text {
+                AttemptResult::Success(Some(json_string(&String::from_utf8_lossy(&body))))
+            } else {
+                parse_json_output(&body)
+            }
+        } else {
+            let text = String::from_utf8_lossy(&body);
+            let message = if text.trim().is_empty() {
+                status_text(status)
+            } else {
+                text.into_owned()
+            };
+            AttemptResult::Failure(ErrorInfo::new("POOL_ERROR", message))
+        };
+        DispatchReply { result, cold_start }
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, BodyFailure> {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_response_bytes as u64)
+        {
+            return Err(BodyFailure::TooLarge(self.max_response_bytes));
+        }
+        let mut body =
+            Vec::with_capacity(response.content_length().unwrap_or(256).min(65_536) as usize);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_response_bytes {
+                        return Err(BodyFailure::TooLarge(self.max_response_bytes));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(BodyFailure::Transport(e)),
+            }
+        }
+    }
+}
+
+enum BodyFailure {
+    TooLarge(usize),
+    Transport(reqwest::Error),
+}
+
+impl BodyFailure {
+    fn into_reply(self, timeout_ms: u64) -> DispatchReply {
+        match self {
+            BodyFailure::TooLarge(limit) => DispatchReply::failure(
+                "POOL_ERROR",
+                format!("Function response exceeds the {limit}-byte limit"),
+            ),
+            BodyFailure::Transport(e) => transport_failure(&e, timeout_ms),
+        }
+    }
+}
+
+fn transport_failure(e: &reqwest::Error, timeout_ms: u64) -> DispatchReply {
+    if e.is_timeout() {
+        return DispatchReply::failure(
+            "POOL_TIMEOUT",
+            format!("Pool request timed out after {timeout_ms}ms"),
+        );
+    }
+    DispatchReply::failure("POOL_ERROR", error_chain(e))
+}
+
+/// `error: cause: root cause`, without type names.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A 2xx body: JSON, where empty or `null` is a success with no output (DECISIONS 4, B2).
+fn parse_json_output(body: &[u8]) -> AttemptResult {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(_) => {
+            return AttemptResult::Failure(ErrorInfo::new(
+                "POOL_ERROR",
+                "Function response is not valid UTF-8 JSON",
+            ));
+        }
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return AttemptResult::Success(None);
+    }
+    match json_from_text(trimmed.to_owned()) {
+        Ok(json) => AttemptResult::Success(Some(json)),
+        Err(e) => AttemptResult::Failure(ErrorInfo::new(
+            "POOL_ERROR",
+            format!("Function response is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Spring's `HttpStatus` text, e.g. `500 INTERNAL_SERVER_ERROR`.
+fn status_text(status: reqwest::StatusCode) -> String {
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("UNKNOWN")
+        .to_ascii_uppercase()
+        .replace([' ', '-'], "_");
+    format!("{} {}", status.as_u16(), reason)
+}
+
+/// `X-Cold-Start: true` (any case) and `X-Init-Duration-Ms` (REFERENCE §3.8).
+pub fn cold_start_of(headers: &reqwest::header::HeaderMap) -> Option<ColdStart> {
+    let cold = headers
+        .get("X-Cold-Start")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    cold.then(|| ColdStart {
+        init_duration_ms: headers
+            .get("X-Init-Duration-Ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok()),
+    })
+}
+
+/// The body sent to runtimes: `{"input": …, "metadata": …}`, built from validated JSON text.
+pub fn runtime_body(input: &Json, metadata: Option<&str>) -> bytes::Bytes {
+    let input = input.get();
+    let metadata = metadata.unwrap_or("null");
+    let mut body = String::with_capacity(input.len() + metadata.len() + 24);
+    body.push_str("{\"input\":");
+    body.push_str(input);
+    body.push_str(",\"metadata\":");
+    body.push_str(metadata);
+    body.push('}');
+    bytes::Bytes::from(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_null_bodies_are_successes_without_output() {
+        assert!(matches!(
+            parse_json_output(b""),
+            AttemptResult::Success(None)
+        ));
+        assert!(matches!(
+            parse_json_output(b" null "),
+            AttemptResult::Success(None)
+        ));
+        assert!(matches!(
+            parse_json_output(b"{\"a\":1}"),
+            AttemptResult::Success(Some(_))
+        ));
+        assert!(
+            matches!(parse_json_output(b"{oops"), AttemptResult::Failure(e) if e.code == "POOL_ERROR")
+        );
+    }
+
+    #[test]
+    fn status_text_matches_spring() {
+        assert_eq!(
+            status_text(reqwest::StatusCode::INTERNAL_SERVER_ERROR),
+            "500 INTERNAL_SERVER_ERROR"
+        );
+        assert_eq!(status_text(reqwest::StatusCode::NOT_FOUND), "404 NOT_FOUND");
+    }
+
+    #[test]
+    fn cold_start_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(cold_start_of(&h), None);
+        h.insert("X-Cold-Start", HeaderValue::from_static("TRUE"));
+        assert_eq!(
+            cold_start_of(&h),
+            Some(ColdStart {
+                init_duration_ms: None
+            })
+        );
+        h.insert("X-Init-Duration-Ms", HeaderValue::from_static("250"));
+        assert_eq!(
+            cold_start_of(&h),
+            Some(ColdStart {
+                init_duration_ms: Some(250)
+            })
+        );
+        h.insert("X-Cold-Start", HeaderValue::from_static("false"));
+        assert_eq!(cold_start_of(&h), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! Executions: the unit of work handed to dispatchers ([`Task`]), the execution record and its
+//! state machine (REFERENCE §2.5), and the in-memory [`store::ExecutionStore`].
+//!
+//! State machine invariants: any non-terminal state may move anywhere (QUEUED→RUNNING,
+//! →SUCCESS/ERROR/TIMEOUT, →QUEUED on retry); a terminal state (SUCCESS, ERROR, TIMEOUT) is final.
+
+pub mod store;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::model::{
+    ErrorInfo, ExecutionState, ExecutionStatus, InvocationResponse, InvocationStatus, Json,
+    format_instant,
+};
+use crate::registry::RegisteredFunction;
+
+/// The request as received, and the exact body sent to runtimes, built once.
+#[derive(Debug)]
+pub struct Payload {
+    pub input: Json,
+    /// `{"input": …, "metadata": …}`.
+    pub body: Bytes,
+}
+
+/// One dispatch of an execution: everything a dispatcher needs, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub execution_id: Arc<str>,
+    pub function: Arc<RegisteredFunction>,
+    pub payload: Arc<Payload>,
+    /// Forwarded on the first attempt only.
+    pub idempotency_key: Option<Arc<str>>,
+    pub trace_id: Option<Arc<str>>,
+    pub attempt: u32,
+    pub enqueued_at: Instant,
+}
+
+/// How an execution ended, as delivered to the waiters of a sync invocation.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success(Option<Json>),
+    Error(ErrorInfo),
+    Timeout,
+    /// Waited in the sync queue past `max-queue-wait` (answered 429).
+    QueueTimeout,
+}
+
+impl Outcome {
+    pub fn response(&self, execution_id: Arc<str>) -> InvocationResponse {
+        let (status, output, error) = match self {
+            Outcome::Success(o) => (InvocationStatus::Success, o.clone(), None),
+            Outcome::Error(e) => (InvocationStatus::Error, None, Some(e.clone())),
+            Outcome::Timeout | Outcome::QueueTimeout => (InvocationStatus::Timeout, None, None),
+        };
+        InvocationResponse {
+            execution_id,
+            status,
+            output,
+            error,
+        }
+    }
+}
+
+/// A moment recorded both monotonically (for durations and TTLs) and on the wall clock (for JSON).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub at: Instant,
+    pub wall: DateTime<Utc>,
+}
+
+impl Stamp {
+    pub fn now() -> Self {
+        Stamp {
+            at: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ExecutionRecord {
+    pub execution_id: Arc<str>,
+    pub function: Arc<RegisteredFunction>,
+    /// The current attempt's task; dropped once terminal so payloads are not retained.
+    pub task: Option<Task>,
+    pub attempt: u32,
+    pub enqueued_at: Instant,
+    pub state: ExecutionState,
+    pub created_at: Instant,
+    pub started: Option<Stamp>,
+    pub finished: Option<Stamp>,
+    pub output: Option<Json>,
+    pub last_error: Option<ErrorInfo>,
+    pub cold_start: bool,
+    pub init_duration_ms: Option<i64>,
+    /// Payload released by the janitor (`cleanup-ttl`): output reads back as null.
+    pub cleaned: bool,
+    /// Highest attempt whose concurrency slot was released (each attempt releases once).
+    pub released_attempt: u32,
+    /// Set once the cold/warm counter has been updated for the final completion.
+    pub start_kind_counted: bool,
+    /// The attempt that produced the final result, if it came from a completion.
+    pub final_attempt: Option<u32>,
+    pub waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl ExecutionRecord {
+    pub fn new(task: Task) -> Self {
+        ExecutionRecord {
+            execution_id: task.execution_id.clone(),
+            function: task.function.clone(),
+            attempt: task.attempt,
+            enqueued_at: task.enqueued_at,
+            task: Some(task),
+            state: ExecutionState::Queued,
+            created_at: Instant::now(),
+            started: None,
+            finished: None,
+            output: None,
+            last_error: None,
+            cold_start: false,
+            init_duration_ms: None,
+            cleaned: false,
+            released_attempt: 0,
+            start_kind_counted: false,
+            final_attempt: None,
+            waiters: Vec::new(),
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// The terminal outcome, if any. An ERROR always carries its error (DECISIONS 4, B6).
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.state {
+            ExecutionState::Success => Some(Outcome::Success(if self.cleaned {
+                None
+            } else {
+                self.output.clone()
+            })),
+            ExecutionState::Error => {
+                Some(Outcome::Error(self.last_error.clone().unwrap_or_else(
+                    || ErrorInfo::new("EXECUTION_FAILED", "Execution failed"),
+                )))
+            }
+            ExecutionState::Timeout => Some(Outcome::Timeout),
+            ExecutionState::Queued | ExecutionState::Running => None,
+        }
+    }
+
+    pub fn mark_running(&mut self) {
+        if self.is_terminal() {
+            return;
+        }
+        self.state = ExecutionState::Running;
+        self.started = Some(Stamp::now());
+    }
+
+    /// Moves to a terminal state; returns false (and changes nothing) when already terminal.
+    pub fn finish(
+        &mut self,
+        state: ExecutionState,
+        output: Option<Json>,
+        error: Option<ErrorInfo>,
+    ) -> bool {
+        debug_assert!(state.is_terminal());
+        if self.is_terminal() {
+            return false;
+        }
+        self.state = state;
+        self.finished = Some(Stamp::now());
+        self.output = output;
+        self.last_error = error;
+        // Nothing reads the request once the execution is over.
+        self.task = None;
+        true
+    }
+
+    /// Resets for the next attempt (REFERENCE §3.5): QUEUED, attempt+1, timestamps and results
+    /// cleared, the idempotency key no longer forwarded.
+    pub fn reset_for_retry(&mut self) -> Option<Task> {
+        if self.is_terminal() {
+            return None;
+        }
+        let mut task = self.task.clone()?;
+        task.attempt += 1;
+        task.idempotency_key = None;
+        task.enqueued_at = Instant::now();
+        self.attempt = task.attempt;
+        self.enqueued_at = task.enqueued_at;
+        self.task = Some(task.clone());
+        self.state = ExecutionState::Queued;
+        self.started = None;
+        self.finished = None;
+        self.output = None;
+        self.last_error = None;
+        self.cold_start = false;
+        self.init_duration_ms = None;
+        self.cleaned = false;
+        Some(task)
+    }
+
+    pub fn status(&self) -> ExecutionStatus {
+        ExecutionStatus {
+            execution_id: self.execution_id.clone(),
+            status: self.state,
+            started_at: self.started.map(|s| format_instant(s.wall)),
+            finished_at: self.finished.map(|s| format_instant(s.wall)),
+            output: if self.cleaned {
+                None
+            } else {
+                self.output.clone()
+            },
+            error: self.last_error.clone(),
+            cold_start: self.cold_start,
+            init_duration_ms: self.init_duration_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::json_string;
+    use crate::registry::spec::FunctionSpecRequest;
+
+    fn record() -> ExecutionRecord {
+        let spec: FunctionSpecRequest =
+            serde_json::from_str(r#"{"name":"f","image":"i","executionMode":"LOCAL"}"#).unwrap();
+        let spec = spec
+            .resolve(&crate::config::Config::default().defaults)
+            .unwrap();
+        let function = Arc::new(RegisteredFunction {
+            requested_mode: spec.execution_mode,
+            effective_mode: spec.execution_mode,
+            spec,
+            deployment_backend: None,
+            degradation_reason: None,
+            endpoint: None,
+            metrics: Default::default(),
+        });
+        ExecutionRecord::new(Task {
+            execution_id: Arc::from("e1"),
+            function,
+            payload: Arc::new(Payload {
+                input: json_string("x"),
+                body: Bytes::from_static(b"{}"),
+            }),
+            idempotency_key: Some(Arc::from("k")),
+            trace_id: None,
+            attempt: 1,
+            enqueued_at: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn transition_table() {
+        use ExecutionState::*;
+        // (path of transitions, expected final state)
+        let cases: &[(&[&str], ExecutionState)] = &[
+            (&[], Queued),
+            (&["run"], Running),
+            (&["success"], Success),
+            (&["run", "success"], Success),
+            (&["run", "error"], Error),
+            (&["run", "timeout"], Timeout),
+            (&["run", "retry"], Queued),
+            (&["retry", "retry"], Queued),
+            (&["timeout", "success"], Timeout),
+            (&["error", "success"], Error),
+            (&["success", "error"], Success),
+            (&["success", "run"], Success),
+            (&["timeout", "retry"], Timeout),
+        ];
+        for (path, expected) in cases {
+            let mut r = record();
+            for step in *path {
+                match *step {
+                    "run" => r.mark_running(),
+                    "success" => {
+                        r.finish(Success, Some(json_string("o")), None);
+                    }
+                    "error" => {
+                        r.finish(Error, None, Some(ErrorInfo::new("E", "m")));
+                    }
+                    "timeout" => {
+                        r.finish(Timeout, None, None);
+                    }
+                    "retry" => {
+                        r.reset_for_retry();
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            assert_eq!(r.state, *expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn retry_reset_clears_results_and_drops_the_idempotency_key() {
+        let mut r = record();
+        r.mark_running();
+        r.cold_start = true;
+        r.init_duration_ms = Some(5);
+        let task = r.reset_for_retry().unwrap();
+        assert_eq!((task.attempt, r.attempt), (2, 2));
+        assert!(task.idempotency_key.is_none());
+        assert!(r.started.is_none() && !r.cold_start && r.init_duration_ms.is_none());
+        assert_eq!(r.state, ExecutionState::Queued);
+    }
+
+    #[test]
+    fn terminal_records_keep_their_result_and_release_the_payload() {
+        let mut r = record();
+        r.mark_running();
+        assert!(r.finish(ExecutionState::Error, None, Some(ErrorInfo::new("E", "m"))));
+        assert!(r.task.is_none());
+        assert!(!r.finish(ExecutionState::Success, Some(json_string("late")), None));
+        assert!(matches!(r.outcome(), Some(Outcome::Error(e)) if e.code == "E"));
+        let s = r.status();
+        assert_eq!(s.status, ExecutionState::Error);
+        assert!(s.started_at.is_some() && s.finished_at.is_some());
+    }
+}

@@ -1,0 +1,464 @@
+//! The invocation service: synchronous and asynchronous invocation (REFERENCE §3.1–3.2),
+//! dispatch (§3.3), completion from dispatch replies and runtime callbacks (§3.4), retries (§3.5)
+//! and idempotency (§3.6). It knows nothing of HTTP; the API layer maps its errors.
+//!
+//! Each sync invocation waits on a `oneshot` registered in its execution record; whichever of the
+//! runtime's HTTP reply and its `:complete` callback arrives first resolves it, the other is a
+//! no-op. Dispatches run as tracked tasks so a client disconnect never cancels an execution and
+//! shutdown can drain them.
+
+pub mod idempotency;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::RateLimiter;
+use crate::dispatch::Dispatcher;
+use crate::execution::store::{
+    Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
+};
+use crate::execution::{Outcome, Payload, Task};
+use crate::metrics::Metrics;
+use crate::model::{AttemptResult, ColdStart, ErrorInfo, InvocationResponse, Json};
+use crate::registry::spec::ExecutionMode;
+use crate::registry::{RegisteredFunction, Registry};
+use idempotency::{Claim, IdempotencyStore};
+
+/// Why a sync-queue admission was refused (`X-Queue-Reject-Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    Depth,
+    EstWait,
+    Timeout,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Depth => "depth",
+            RejectReason::EstWait => "est_wait",
+            RejectReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    #[error("Rate limit exceeded")]
+    RateLimited,
+    #[error("Function not found: {0}")]
+    FunctionNotFound(String),
+    #[error("Queue for function '{0}' is full")]
+    QueueFull(String),
+    #[error(
+        "Async invocation requires the async-queue module: set NANOFAAS_ASYNC_QUEUE_ENABLED=true"
+    )]
+    AsyncDisabled,
+    #[error("Too many executions in flight; retry later")]
+    StoreFull,
+    #[error("Sync queue rejected the invocation ({})", .reason.as_str())]
+    SyncQueueRejected {
+        reason: RejectReason,
+        retry_after_seconds: u32,
+    },
+}
+
+/// Where new executions go: a queue module (async queue / sync queue) when enabled.
+pub trait WorkQueue: Send + Sync {
+    /// Queues a task for dispatch; `Err` when the function's queue is full or gone.
+    fn enqueue(&self, task: Task) -> Result<(), ()>;
+    /// Admits a new synchronous invocation (sync-queue admission, or the async queue).
+    fn admit_sync(&self, task: Task) -> Result<(), InvokeError> {
+        let name = task.function.name().to_owned();
+        self.enqueue(task)
+            .map_err(|()| InvokeError::QueueFull(name))
+    }
+    /// Returns one concurrency slot of `function`.
+    fn release_slot(&self, function: &str);
+}
+
+/// One invocation request, validated by the API layer.
+pub struct InvokeInput {
+    pub input: Json,
+    /// The runtime request body, `{"input": …, "metadata": …}`.
+    pub body: Bytes,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// The answer to a sync invocation.
+pub struct SyncResult {
+    pub response: InvocationResponse,
+    pub timed_out: bool,
+}
+
+enum Mode {
+    Sync,
+    Async,
+}
+
+enum Admitted {
+    New(Arc<str>),
+    Existing(Arc<str>),
+}
+
+pub struct InvocationService {
+    registry: Arc<Registry>,
+    store: Arc<ExecutionStore>,
+    idempotency: Arc<IdempotencyStore>,
+    limiter: Arc<RateLimiter>,
+    dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
+    queue: std::sync::OnceLock<Arc<dyn WorkQueue>>,
+    tracker: TaskTracker,
+}
+
+impl InvocationService {
+    pub fn new(
+        registry: Arc<Registry>,
+        store: Arc<ExecutionStore>,
+        idempotency: Arc<IdempotencyStore>,
+        limiter: Arc<RateLimiter>,
+        dispatcher: Dispatcher,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        InvocationService {
+            registry,
+            store,
+            idempotency,
+            limiter,
+            dispatcher,
+            metrics,
+            queue: std::sync::OnceLock::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Routes new executions through a queue module instead of dispatching inline.
+    pub fn set_queue(&self, queue: Arc<dyn WorkQueue>) {
+        let _ = self.queue.set(queue);
+    }
+
+    pub fn store(&self) -> &Arc<ExecutionStore> {
+        &self.store
+    }
+
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// `POST /v1/functions/{name}:invoke` (REFERENCE §3.2).
+    pub async fn invoke_sync(
+        self: &Arc<Self>,
+        name: &str,
+        input: InvokeInput,
+        wait_ms: Option<i64>,
+    ) -> Result<SyncResult, InvokeError> {
+        if !self.limiter.try_acquire() {
+            return Err(InvokeError::RateLimited);
+        }
+        let function = self
+            .registry
+            .get(name)
+            .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
+        let (execution_id, created) =
+            match self.create_or_reuse(&function, input, Mode::Sync).await? {
+                Admitted::New(id) => (id, true),
+                Admitted::Existing(id) => (id, false),
+            };
+        let wait = match wait_ms {
+            Some(ms) => Duration::from_millis(ms.max(0) as u64),
+            None => Duration::from_millis(function.spec.timeout_ms),
+        };
+        let outcome = match self.store.subscribe(&execution_id) {
+            Subscription::Done(outcome) => outcome,
+            Subscription::Missing => Outcome::Error(evicted()),
+            Subscription::Waiting(rx) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Outcome::Error(evicted()),
+                Err(_) => {
+                    // Only the request that created the execution ends it; a replay with a
+                    // shorter timeout just stops waiting (DECISIONS 4, B8).
+                    if created {
+                        if let Some(mut f) = self.store.abort(&execution_id, Abort::Timeout) {
+                            self.metrics.for_function(&f.function).timeout.inc();
+                            f.wake();
+                        }
+                    }
+                    Outcome::Timeout
+                }
+            },
+        };
+        if let Outcome::QueueTimeout = outcome {
+            return Err(InvokeError::SyncQueueRejected {
+                reason: RejectReason::Timeout,
+                retry_after_seconds: 0,
+            });
+        }
+        Ok(SyncResult {
+            timed_out: matches!(outcome, Outcome::Timeout),
+            response: outcome.response(execution_id),
+        })
+    }
+
+    /// `POST /v1/functions/{name}:enqueue` (REFERENCE §1.11). Returns the execution id.
+    pub async fn invoke_async(
+        self: &Arc<Self>,
+        name: &str,
+        input: InvokeInput,
+    ) -> Result<Arc<str>, InvokeError> {
+        if !self.limiter.try_acquire() {
+            return Err(InvokeError::RateLimited);
+        }
+        let function = self
+            .registry
+            .get(name)
+            .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
+        if self.queue.get().is_none() {
+            return Err(InvokeError::AsyncDisabled);
+        }
+        match self.create_or_reuse(&function, input, Mode::Async).await? {
+            Admitted::New(id) | Admitted::Existing(id) => Ok(id),
+        }
+    }
+
+    /// REFERENCE §3.1 steps 3–4: a new execution (admitted) or the replay of an existing one.
+    async fn create_or_reuse(
+        self: &Arc<Self>,
+        function: &Arc<RegisteredFunction>,
+        input: InvokeInput,
+        mode: Mode,
+    ) -> Result<Admitted, InvokeError> {
+        let key = input.idempotency_key.filter(|k| !k.trim().is_empty());
+        let claim = match &key {
+            Some(k) => {
+                let store = &self.store;
+                match self
+                    .idempotency
+                    .claim(function.name(), k, |id| store.contains(id))
+                    .await
+                {
+                    Claim::Replay(id) => return Ok(Admitted::Existing(id)),
+                    Claim::Owner(guard) => Some(guard),
+                }
+            }
+            None => None,
+        };
+        let execution_id = new_execution_id();
+        let task = Task {
+            execution_id: execution_id.clone(),
+            function: function.clone(),
+            payload: Arc::new(Payload {
+                input: input.input,
+                body: input.body,
+            }),
+            idempotency_key: key.map(Arc::from),
+            trace_id: input.trace_id.map(Arc::from),
+            attempt: 1,
+            enqueued_at: Instant::now(),
+        };
+        self.store
+            .insert(task.clone())
+            .map_err(|_| InvokeError::StoreFull)?;
+        if let Err(e) = self.admit(task, mode).await {
+            // A refused admission leaves nothing behind; the claim is abandoned on drop.
+            self.store.remove(&execution_id);
+            return Err(e);
+        }
+        if let Some(guard) = claim {
+            guard.publish(execution_id.clone());
+        }
+        Ok(Admitted::New(execution_id))
+    }
+
+    async fn admit(self: &Arc<Self>, task: Task, mode: Mode) -> Result<(), InvokeError> {
+        let metrics = self.metrics.for_function(&task.function);
+        match self.queue.get() {
+            Some(queue) => {
+                let result = match mode {
+                    Mode::Sync => queue.admit_sync(task),
+                    Mode::Async => {
+                        let name = task.function.name().to_owned();
+                        queue
+                            .enqueue(task)
+                            .map_err(|()| InvokeError::QueueFull(name))
+                    }
+                };
+                if let Err(InvokeError::QueueFull(_)) = &result {
+                    metrics.queue_rejected.inc();
+                }
+                result
+            }
+            None => {
+                if task.function.effective_mode == ExecutionMode::Local {
+                    // An in-process echo completes at once: no task to spawn.
+                    self.dispatch(task).await;
+                } else {
+                    self.spawn_dispatch(task);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn spawn_dispatch(self: &Arc<Self>, task: Task) {
+        let service = self.clone();
+        self.tracker
+            .spawn(async move { service.dispatch(task).await });
+    }
+
+    /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3). The caller holds
+    /// the function's concurrency slot when a queue module is on; it is released exactly once.
+    pub async fn dispatch(self: &Arc<Self>, task: Task) {
+        if self.store.begin_dispatch(&task) == BeginDispatch::Skip {
+            self.release_slot(&task.function);
+            return;
+        }
+        self.metrics.for_function(&task.function).dispatch.inc();
+        let reply = self.dispatcher.dispatch(&task).await;
+        self.apply(Completion {
+            execution_id: &task.execution_id,
+            attempt: Some(task.attempt),
+            result: reply.result,
+            cold_start: reply.cold_start,
+            from_dispatcher: true,
+        });
+    }
+
+    /// `POST /v1/internal/executions/{id}:complete` (DECISIONS 5): always accepted; unknown,
+    /// stale and duplicate callbacks change nothing and are counted.
+    pub fn complete_from_callback(
+        self: &Arc<Self>,
+        execution_id: &str,
+        attempt: Option<u32>,
+        result: AttemptResult,
+    ) {
+        let outcome = self.apply(Completion {
+            execution_id,
+            attempt,
+            result,
+            cold_start: None,
+            from_dispatcher: false,
+        });
+        self.metrics.callback(outcome);
+        if outcome == "unknown" {
+            tracing::info!(execution_id, "callback for an unknown or evicted execution");
+        }
+    }
+
+    /// Applies a completion and carries out its effects; returns the callback outcome label.
+    fn apply(self: &Arc<Self>, completion: Completion<'_>) -> &'static str {
+        let failure = match &completion.result {
+            AttemptResult::Failure(e) => Some(e.clone()),
+            AttemptResult::Success(_) => None,
+        };
+        let effect = self.store.complete(completion);
+        if let Some(function) = &effect.release_slot {
+            self.release_slot(function);
+        }
+        match effect.kind {
+            EffectKind::Missing => "unknown",
+            EffectKind::Stale => "stale",
+            EffectKind::Duplicate {
+                function,
+                late_start,
+            } => {
+                if let Some(cold) = late_start {
+                    self.record_start_kind(&function, cold);
+                }
+                "duplicate"
+            }
+            EffectKind::Retry(task) => {
+                self.metrics.for_function(&task.function).retry.inc();
+                self.schedule_retry(task, failure);
+                "retried"
+            }
+            EffectKind::Finalized(mut f) => {
+                self.record_final_metrics(&f);
+                f.wake();
+                "applied"
+            }
+        }
+    }
+
+    fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>) {
+        match self.queue.get() {
+            None => self.spawn_dispatch(task),
+            Some(queue) => {
+                let metrics = self.metrics.for_function(&task.function);
+                let id = task.execution_id.clone();
+                if queue.enqueue(task).is_ok() {
+                    metrics.enqueue.inc();
+                } else {
+                    // REFERENCE §3.5: a full queue ends the execution with the original failure.
+                    metrics.queue_rejected.inc();
+                    let error = failure.unwrap_or_else(|| {
+                        ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full")
+                    });
+                    if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
+                        metrics.error.inc();
+                        f.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_slot(&self, function: &RegisteredFunction) {
+        if let Some(queue) = self.queue.get() {
+            queue.release_slot(function.name());
+        }
+    }
+
+    fn record_start_kind(&self, function: &RegisteredFunction, cold: Option<ColdStart>) {
+        let m = self.metrics.for_function(function);
+        match cold {
+            Some(c) => {
+                m.cold_start.inc();
+                if let Some(ms) = c.init_duration_ms.filter(|ms| *ms >= 0) {
+                    m.init_duration.record(Duration::from_millis(ms as u64));
+                }
+            }
+            None => {
+                m.warm_start.inc();
+            }
+        }
+    }
+
+    fn record_final_metrics(&self, f: &Finalized) {
+        let m = self.metrics.for_function(&f.function);
+        match f.outcome {
+            Outcome::Success(_) => m.success.inc(),
+            _ => m.error.inc(),
+        };
+        if let Some(cold) = f.start {
+            self.record_start_kind(&f.function, cold);
+        }
+        let finished = f.finished.at;
+        if let Some(started) = f.started {
+            m.latency
+                .record(finished.saturating_duration_since(started.at));
+            m.queue_wait
+                .record(started.at.saturating_duration_since(f.enqueued_at));
+        }
+        m.e2e_latency
+            .record(finished.saturating_duration_since(f.enqueued_at));
+    }
+}
+
+fn evicted() -> ErrorInfo {
+    ErrorInfo::new(
+        "EXECUTION_FAILED",
+        "Execution was evicted before it completed",
+    )
+}
+
+/// A random RFC-4122 version-4 UUID, lower-case and dashed.
+pub fn new_execution_id() -> Arc<str> {
+    let mut buf = uuid::Uuid::encode_buffer();
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+}

@@ -1,0 +1,212 @@
+//! nanofaas control plane: a drop-in Rust replacement for the Java/Spring control plane.
+//!
+//! [`App::build`] wires every component from a [`Config`]; [`App::serve`] runs the main and
+//! management listeners until a shutdown signal, then drains. Tests and `main` use the same path.
+//! `docs/ARCHITECTURE.md` is the codemap.
+
+pub mod admission;
+pub mod api;
+pub mod config;
+pub mod deploy;
+pub mod dispatch;
+pub mod execution;
+pub mod invocation;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::RateLimiter;
+use crate::api::management::Health;
+use crate::config::Config;
+use crate::deploy::Providers;
+use crate::dispatch::Dispatcher;
+use crate::execution::store::ExecutionStore;
+use crate::invocation::InvocationService;
+use crate::invocation::idempotency::IdempotencyStore;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Shared handles given to every handler; cloning copies `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub invocations: Arc<InvocationService>,
+    pub idempotency: Arc<IdempotencyStore>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+/// The assembled control plane, not yet listening.
+pub struct App {
+    pub state: AppState,
+    api: Router,
+    management: Router,
+}
+
+impl App {
+    pub fn build(config: Config) -> anyhow::Result<App> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let providers = Providers::new(Vec::new(), config.deployment_default_backend);
+        let registry = Arc::new(Registry::new(
+            config.defaults.clone(),
+            config.pool_allowed_hosts.clone(),
+            providers,
+        ));
+        registry.add_listener(metrics.clone());
+        let store = Arc::new(ExecutionStore::new(config.execution_store.clone()));
+        let idempotency = IdempotencyStore::new(config.execution_store.max_entries);
+        let limiter = Arc::new(RateLimiter::new(config.rate_max_per_second));
+        let dispatcher =
+            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
+        let invocations = Arc::new(InvocationService::new(
+            registry.clone(),
+            store,
+            idempotency.clone(),
+            limiter.clone(),
+            dispatcher,
+            metrics.clone(),
+        ));
+        let state = AppState {
+            config,
+            registry,
+            invocations,
+            idempotency,
+            limiter,
+            metrics,
+            health: Arc::new(Health::default()),
+        };
+        Ok(App {
+            api: api::router(state.clone()),
+            management: api::management::router(state.clone()),
+            state,
+        })
+    }
+
+    /// Binds both ports from the configuration (`0` picks a free port).
+    pub async fn bind(self, host: &str) -> anyhow::Result<BoundApp> {
+        let api = TcpListener::bind((host, self.state.config.server_port))
+            .await
+            .with_context(|| format!("binding the API port {}", self.state.config.server_port))?;
+        let management = TcpListener::bind((host, self.state.config.management_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the management port {}",
+                    self.state.config.management_port
+                )
+            })?;
+        Ok(BoundApp {
+            api_addr: api.local_addr()?,
+            management_addr: management.local_addr()?,
+            app: self,
+            api,
+            management,
+        })
+    }
+}
+
+/// An app with its listeners bound.
+pub struct BoundApp {
+    pub api_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    app: App,
+    api: TcpListener,
+    management: TcpListener,
+}
+
+impl BoundApp {
+    pub fn state(&self) -> &AppState {
+        &self.app.state
+    }
+
+    /// Serves until `shutdown` resolves, then: readiness goes OUT_OF_SERVICE, the API stops
+    /// accepting and lets in-flight requests finish, running dispatches drain, all within the
+    /// configured grace period.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let BoundApp {
+            app,
+            api,
+            management,
+            ..
+        } = self;
+        let state = app.state.clone();
+        let grace = state.config.shutdown_grace;
+        let stop_api = CancellationToken::new();
+        let stop_rest = CancellationToken::new();
+
+        let janitor = tokio::spawn(run_janitor(state.clone(), stop_rest.clone()));
+        let api_server = tokio::spawn(
+            axum::serve(api, app.api)
+                .with_graceful_shutdown(stop_api.clone().cancelled_owned())
+                .into_future(),
+        );
+        let management_server = tokio::spawn(
+            axum::serve(management, app.management)
+                .with_graceful_shutdown(stop_rest.clone().cancelled_owned())
+                .into_future(),
+        );
+        state.health.set_ready(true);
+        tracing::info!("control plane ready");
+
+        shutdown.await;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+        state.health.set_ready(false);
+        stop_api.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        let api_result = tokio::time::timeout_at(deadline, api_server).await;
+        if api_result.is_err() {
+            tracing::warn!("grace period over with requests still in flight");
+        }
+        let tracker = state.invocations.tracker();
+        tracker.close();
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "grace period over with dispatches still running"
+            );
+        }
+        stop_rest.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;
+        janitor.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Evicts expired executions and idempotency keys every janitor period (REFERENCE §3.7).
+async fn run_janitor(state: AppState, stop: CancellationToken) {
+    let period = state.config.execution_store.janitor_period;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {
+                let evicted = state.invocations.store().evict_expired();
+                state.idempotency.evict_expired();
+                if evicted > 0 {
+                    tracing::debug!(evicted, "janitor evicted executions");
+                }
+            }
+        }
+    }
+}

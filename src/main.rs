@@ -1,0 +1,65 @@
+//! `nanofaas-control-plane`: reads the configuration from the environment, serves, and shuts down
+//! gracefully on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use nanofaas_control_plane::App;
+use nanofaas_control_plane::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nanofaas-control-plane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (api_port, management_port) = (config.server_port, config.management_port);
+    let run = async move {
+        let bound = App::build(config)?.bind("0.0.0.0").await?;
+        tracing::info!(
+            api = %bound.api_addr,
+            management = %bound.management_addr,
+            "listening"
+        );
+        bound.serve(shutdown_signal()).await
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nanofaas-control-plane (ports {api_port}/{management_port}): {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,268 @@
+//! Wire types shared by the API, the invocation core and the dispatchers: invocation requests and
+//! responses, runtime results, error info and execution status. JSON shapes follow REFERENCE §2.6–2.7.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// A JSON value kept as its validated text: parsed once, never rebuilt, cheap to clone.
+pub type Json = Arc<RawValue>;
+
+/// Builds a [`Json`] from already-serialized text, validating it.
+pub fn json_from_text(text: String) -> Result<Json, serde_json::Error> {
+    RawValue::from_string(text).map(Arc::from)
+}
+
+/// A JSON string value.
+pub fn json_string(s: &str) -> Json {
+    let text = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    json_from_text(text).unwrap_or_else(|_| json_null())
+}
+
+pub fn json_null() -> Json {
+    Arc::from(RawValue::NULL.to_owned())
+}
+
+/// `{"code": ..., "message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorInfo {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Lifecycle state of an execution (REFERENCE §2.5); serialised lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionState {
+    Queued,
+    Running,
+    Success,
+    Error,
+    Timeout,
+}
+
+impl ExecutionState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Success | ExecutionState::Error | ExecutionState::Timeout
+        )
+    }
+}
+
+/// `status` of an InvocationResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvocationStatus {
+    Success,
+    Error,
+    Timeout,
+    Queued,
+}
+
+/// Body of `:invoke` and `:enqueue` answers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationResponse {
+    pub execution_id: Arc<str>,
+    pub status: InvocationStatus,
+    pub output: Option<Json>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// Body of `GET /v1/executions/{id}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionStatus {
+    pub execution_id: Arc<str>,
+    pub status: ExecutionState,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub output: Option<Json>,
+    pub error: Option<ErrorInfo>,
+    pub cold_start: bool,
+    pub init_duration_ms: Option<i64>,
+}
+
+/// The final result of one attempt, from a dispatcher or a runtime callback.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    Success(Option<Json>),
+    Failure(ErrorInfo),
+}
+
+impl AttemptResult {
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptResult::Success(_))
+    }
+}
+
+/// Cold-start facts read from a runtime's reply headers (REFERENCE §3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart {
+    pub init_duration_ms: Option<i64>,
+}
+
+/// Body of `POST /v1/internal/executions/{id}:complete`, read tolerantly (DECISIONS 5): the Java
+/// shape `{success, output, error}`, a `status` string instead of `success`, or neither (success
+/// unless `error` is present). Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackBody {
+    #[serde(default, deserialize_with = "lenient_opt_bool")]
+    pub success: Option<bool>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub output: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "callback_error")]
+    pub error: Option<ErrorInfo>,
+}
+
+impl CallbackBody {
+    /// What the callback reports; `None` when `status` names no outcome we know.
+    pub fn into_result(self) -> Result<(AttemptResult, bool), String> {
+        let (success, timed_out) = match (self.success, self.status.as_deref()) {
+            (Some(s), _) => (s, false),
+            (None, Some(status)) => match status.trim().to_ascii_uppercase().as_str() {
+                "SUCCESS" => (true, false),
+                "ERROR" => (false, false),
+                "TIMEOUT" => (false, true),
+                other => return Err(format!("unknown status '{other}'")),
+            },
+            (None, None) => (self.error.is_none(), false),
+        };
+        if success {
+            let output = self
+                .output
+                .map(Arc::from)
+                .filter(|o: &Json| o.get() != "null");
+            Ok((AttemptResult::Success(output), false))
+        } else {
+            let error = self.error.unwrap_or_else(|| {
+                if timed_out {
+                    ErrorInfo::new("TIMEOUT", "Function reported a timeout")
+                } else {
+                    ErrorInfo::new("FUNCTION_ERROR", "Function reported a failure")
+                }
+            });
+            Ok((AttemptResult::Failure(error), timed_out))
+        }
+    }
+}
+
+fn lenient_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<B>::deserialize(d)? {
+        None => Ok(None),
+        Some(B::Bool(b)) => Ok(Some(b)),
+        Some(B::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom("success must be a boolean")),
+        },
+    }
+}
+
+/// A callback's `error`: an object with optional `code`/`message`, a bare string, or null.
+fn callback_error<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrorInfo>, D::Error> {
+    #[derive(Deserialize)]
+    struct Partial {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum E {
+        Obj(Partial),
+        Text(String),
+    }
+    Ok(match Option::<E>::deserialize(d)? {
+        None => None,
+        Some(E::Obj(p)) => Some(ErrorInfo::new(
+            p.code.unwrap_or_else(|| "FUNCTION_ERROR".to_owned()),
+            p.message.unwrap_or_default(),
+        )),
+        Some(E::Text(t)) => Some(ErrorInfo::new("FUNCTION_ERROR", t)),
+    })
+}
+
+/// Formats a wall-clock instant as Java's `Instant.toString` does (`…T12:00:01.123456Z`).
+pub fn format_instant(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> (AttemptResult, bool) {
+        serde_json::from_str::<CallbackBody>(body)
+            .unwrap()
+            .into_result()
+            .unwrap()
+    }
+
+    #[test]
+    fn callbacks_accept_every_known_shape() {
+        match parse(r#"{"success":true,"output":{"a":1},"error":null}"#).0 {
+            AttemptResult::Success(Some(o)) => assert_eq!(o.get(), r#"{"a":1}"#),
+            other => panic!("{other:?}"),
+        }
+        match parse(r#"{"success":false,"error":{"code":"HANDLER_ERROR","message":"boom"}}"#).0 {
+            AttemptResult::Failure(e) => assert_eq!(e, ErrorInfo::new("HANDLER_ERROR", "boom")),
+            other => panic!("{other:?}"),
+        }
+        // Go SDK: no `success` field.
+        assert!(parse(r#"{"output":"x"}"#).0.is_success());
+        assert!(
+            !parse(r#"{"error":{"code":"E","message":"m"}}"#)
+                .0
+                .is_success()
+        );
+        assert!(parse(r#"{}"#).0.is_success());
+        // `status` instead of `success`, any case.
+        assert!(parse(r#"{"status":"success","output":1}"#).0.is_success());
+        assert!(!parse(r#"{"status":"Error"}"#).0.is_success());
+        let (r, timed_out) = parse(r#"{"status":"TIMEOUT"}"#);
+        assert!(!r.is_success() && timed_out);
+        // Unknown fields are ignored, a null output is no output.
+        match parse(r#"{"success":true,"output":null,"extra":[1]}"#).0 {
+            AttemptResult::Success(None) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            serde_json::from_str::<CallbackBody>(r#"{"status":"maybe"}"#)
+                .unwrap()
+                .into_result()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn instants_print_like_java() {
+        use chrono::TimeZone;
+        let t = chrono::Utc
+            .timestamp_opt(1_781_611_201, 123_456_000)
+            .unwrap();
+        assert_eq!(format_instant(t), "2026-06-16T12:00:01.123456Z");
+        let t = chrono::Utc.timestamp_opt(1_781_611_201, 0).unwrap();
+        assert_eq!(format_instant(t), "2026-06-16T12:00:01Z");
+    }
+}

@@ -1,0 +1,327 @@
+//! The function registry: registered functions behind a `RwLock`, and the register / remove /
+//! set-replicas operations (REFERENCE §1.6–1.9) serialised per function name.
+//!
+//! Invariants: a function is visible (list, get, invoke) only once fully registered and provisioned,
+//! and becomes invisible before its teardown starts; operations on one name never interleave.
+
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use crate::config::{FunctionDefaults, HostRule};
+use crate::deploy::{DeployError, DeploymentProvider, Providers};
+use crate::metrics::FunctionMetrics;
+use spec::{ExecutionMode, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError};
+
+/// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
+#[derive(Debug)]
+pub struct RegisteredFunction {
+    pub spec: FunctionSpec,
+    pub requested_mode: ExecutionMode,
+    pub effective_mode: ExecutionMode,
+    pub deployment_backend: Option<&'static str>,
+    pub degradation_reason: Option<String>,
+    /// The parsed effective endpoint (POOL / DEPLOYMENT); `None` when missing.
+    pub endpoint: Option<reqwest::Url>,
+    /// Per-function metric handles, created on first use (REFERENCE §7.1).
+    pub metrics: OnceLock<Arc<FunctionMetrics>>,
+}
+
+impl RegisteredFunction {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn response(&self) -> FunctionResponse<'_> {
+        let s = &self.spec;
+        FunctionResponse {
+            name: &s.name,
+            image: &s.image,
+            command: &s.command,
+            env: &s.env,
+            resources: s.resources.as_ref(),
+            timeout_ms: s.timeout_ms,
+            concurrency: s.concurrency,
+            queue_size: s.queue_size,
+            max_retries: s.max_retries,
+            endpoint_url: s.endpoint_url.as_deref(),
+            requested_execution_mode: self.requested_mode,
+            effective_execution_mode: self.effective_mode,
+            deployment_backend: self.deployment_backend,
+            degradation_reason: self.degradation_reason.as_deref(),
+            runtime_mode: s.runtime_mode,
+            runtime_command: s.runtime_command.as_deref(),
+            scaling_config: s.scaling_config.as_ref(),
+            image_pull_secrets: s.image_pull_secrets.as_deref(),
+        }
+    }
+
+    /// Managed = runs on a deployment backend the control plane drives.
+    pub fn is_managed(&self) -> bool {
+        self.effective_mode == ExecutionMode::Deployment && self.deployment_backend.is_some()
+    }
+}
+
+/// Something that follows the function lifecycle (queues, metrics, autoscaler state).
+/// `on_register` runs before the function becomes visible; a failure rolls the registration back.
+pub trait FunctionLifecycle: Send + Sync {
+    fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String>;
+    fn on_remove(&self, name: &str);
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("Request validation failed")]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Function '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("Function not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Deploy(#[from] DeployError),
+}
+
+pub struct Registry {
+    functions: RwLock<HashMap<String, Arc<RegisteredFunction>>>,
+    name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    defaults: FunctionDefaults,
+    pool_allowed_hosts: Option<Vec<HostRule>>,
+    providers: Providers,
+    listeners: RwLock<Vec<Arc<dyn FunctionLifecycle>>>,
+}
+
+impl Registry {
+    pub fn new(
+        defaults: FunctionDefaults,
+        pool_allowed_hosts: Option<Vec<HostRule>>,
+        providers: Providers,
+    ) -> Self {
+        Registry {
+            functions: RwLock::default(),
+            name_locks: Mutex::default(),
+            defaults,
+            pool_allowed_hosts,
+            providers,
+            listeners: RwLock::default(),
+        }
+    }
+
+    pub fn add_listener(&self, listener: Arc<dyn FunctionLifecycle>) {
+        write(&self.listeners).push(listener);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<RegisteredFunction>> {
+        read(&self.functions).get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<RegisteredFunction>> {
+        let mut all: Vec<_> = read(&self.functions).values().cloned().collect();
+        all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        all
+    }
+
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
+    /// Registers a function (REFERENCE §1.6).
+    pub async fn register(
+        &self,
+        request: FunctionSpecRequest,
+    ) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        let spec = request.resolve(&self.defaults).map_err(|e| match e {
+            SpecError::Invalid(details) => RegistryError::Invalid(details),
+            SpecError::Resolution(message) => RegistryError::BadRequest(message),
+        })?;
+        let name = spec.name.clone();
+        let lock = self.name_lock(&name);
+        let guard = lock.lock().await;
+        let result = self.register_locked(spec).await;
+        drop(guard);
+        self.release_name_lock(&name, lock);
+        result
+    }
+
+    async fn register_locked(
+        &self,
+        mut spec: FunctionSpec,
+    ) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        if read(&self.functions).contains_key(&spec.name) {
+            return Err(RegistryError::AlreadyExists(spec.name));
+        }
+        let requested_mode = spec.execution_mode;
+        let mut effective_mode = requested_mode;
+        let mut backend: Option<Arc<dyn DeploymentProvider>> = None;
+        let mut degradation_reason = None;
+        if requested_mode == ExecutionMode::Deployment {
+            match self.providers.select(&spec).await {
+                Ok(provider) => {
+                    provider.validate_image(&spec).await?;
+                    let url = provider.provision(&spec).await?;
+                    spec.endpoint_url = Some(url);
+                    backend = Some(provider);
+                }
+                Err(DeployError::Unavailable(reason)) if spec.endpoint_url.is_some() => {
+                    effective_mode = ExecutionMode::Pool;
+                    degradation_reason = Some(reason);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if effective_mode == ExecutionMode::Pool {
+            if let Some(url) = spec.endpoint_url.as_deref() {
+                self.check_pool_host(url)?;
+            }
+        }
+        let endpoint = spec
+            .endpoint_url
+            .as_deref()
+            .and_then(|u| reqwest::Url::parse(u.trim()).ok());
+        let function = Arc::new(RegisteredFunction {
+            spec,
+            requested_mode,
+            effective_mode,
+            deployment_backend: backend.as_ref().map(|b| b.id()),
+            degradation_reason,
+            endpoint,
+            metrics: OnceLock::new(),
+        });
+
+        let listeners = read(&self.listeners).clone();
+        for (i, listener) in listeners.iter().enumerate() {
+            if let Err(message) = listener.on_register(&function) {
+                for done in listeners[..i].iter().rev() {
+                    done.on_remove(function.name());
+                }
+                if let Some(provider) = &backend {
+                    if let Err(e) = provider.deprovision(function.name()).await {
+                        tracing::warn!(function = function.name(), error = %e, "rollback deprovision failed");
+                    }
+                }
+                return Err(DeployError::Unavailable(message).into());
+            }
+        }
+        write(&self.functions).insert(function.spec.name.clone(), function.clone());
+        tracing::info!(
+            function = function.name(),
+            mode = %function.effective_mode,
+            backend = function.deployment_backend.unwrap_or("-"),
+            "function registered"
+        );
+        Ok(function)
+    }
+
+    fn check_pool_host(&self, url: &str) -> Result<(), RegistryError> {
+        let Some(rules) = &self.pool_allowed_hosts else {
+            return Ok(());
+        };
+        let host = reqwest::Url::parse(url.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        if rules.iter().any(|r| r.matches(&host)) {
+            Ok(())
+        } else {
+            Err(RegistryError::Invalid(vec![format!(
+                "endpointUrl: host '{host}' is not in NANOFAAS_POOL_ALLOWED_HOSTS"
+            )]))
+        }
+    }
+
+    /// Removes a function (REFERENCE §1.8). Returns the removed registration.
+    pub async fn remove(&self, name: &str) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        let lock = self.name_lock(name);
+        let guard = lock.lock().await;
+        let result = self.remove_locked(name).await;
+        drop(guard);
+        self.release_name_lock(name, lock);
+        result
+    }
+
+    async fn remove_locked(&self, name: &str) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        let function = write(&self.functions)
+            .remove(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        let listeners = read(&self.listeners).clone();
+        for listener in &listeners {
+            listener.on_remove(name);
+        }
+        if let Some(provider) = function
+            .deployment_backend
+            .and_then(|id| self.providers.by_id(id))
+        {
+            if let Err(e) = provider.deprovision(name).await {
+                // Put the function back so the operator can retry the delete.
+                for listener in &listeners {
+                    if let Err(msg) = listener.on_register(&function) {
+                        tracing::warn!(function = name, error = %msg, "re-register after failed delete");
+                    }
+                }
+                write(&self.functions).insert(name.to_owned(), function.clone());
+                return Err(e.into());
+            }
+        }
+        tracing::info!(function = name, "function removed");
+        Ok(function)
+    }
+
+    /// Sets the replica count of a DEPLOYMENT function (REFERENCE §1.9).
+    pub async fn set_replicas(&self, name: &str, replicas: u32) -> Result<u32, RegistryError> {
+        let lock = self.name_lock(name);
+        let guard = lock.lock().await;
+        let result = async {
+            let function = self
+                .get(name)
+                .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            if function.effective_mode != ExecutionMode::Deployment {
+                return Err(RegistryError::BadRequest(format!(
+                    "Function '{name}' is not in DEPLOYMENT mode"
+                )));
+            }
+            let id = function.deployment_backend.unwrap_or("none");
+            let provider = self.providers.by_id(id).ok_or_else(|| {
+                DeployError::Unavailable(format!(
+                    "No managed deployment provider with id '{id}' found"
+                ))
+            })?;
+            provider.set_replicas(name, replicas).await?;
+            Ok(replicas)
+        }
+        .await;
+        drop(guard);
+        self.release_name_lock(name, lock);
+        result
+    }
+
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.name_locks)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the per-name lock once nobody else holds or waits for it, so the map stays bounded.
+    fn release_name_lock(&self, name: &str, held: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = lock(&self.name_locks);
+        // Our clone plus the map's: nobody else is waiting.
+        if Arc::strong_count(&held) == 2 {
+            locks.remove(name);
+        }
+    }
+}
+
+/// Lock helpers that survive poisoning: our critical sections never leave state half-written.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
