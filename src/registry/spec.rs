@@ -185,9 +185,10 @@ pub struct FunctionSpecRequest {
     pub scaling_config: Option<ScalingConfig>,
     #[serde(default)]
     pub image_pull_secrets: Option<Vec<String>>,
-    // Read-only FunctionResponse fields, ignored.
+    // FunctionResponse fields: `requestedExecutionMode` stands in for a missing `executionMode`
+    // (so a GET result registers as it was); the others are read-only and ignored.
     #[serde(default, rename = "requestedExecutionMode")]
-    _requested_execution_mode: Option<serde::de::IgnoredAny>,
+    requested_execution_mode: Option<ExecutionMode>,
     #[serde(default, rename = "effectiveExecutionMode")]
     _effective_execution_mode: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "deploymentBackend")]
@@ -290,7 +291,10 @@ impl FunctionSpecRequest {
             return Err(SpecError::Invalid(details));
         }
 
-        let execution_mode = self.execution_mode.unwrap_or(ExecutionMode::Deployment);
+        let execution_mode = self
+            .execution_mode
+            .or(self.requested_execution_mode)
+            .unwrap_or(ExecutionMode::Deployment);
         let scaling_config = if execution_mode == ExecutionMode::Deployment {
             Some(resolve_scaling(self.scaling_config).map_err(SpecError::Resolution)?)
         } else {

@@ -1,0 +1,359 @@
+//! Test harness: the real control plane on port 0, a stub runtime that behaves as told by the
+//! path it is called on, and helpers to read JSON and Prometheus metrics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use nanofaas_control_plane::App;
+use nanofaas_control_plane::config::Config;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
+
+pub struct TestApp {
+    pub base: String,
+    pub management: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::with_env(&[]).await
+    }
+
+    pub async fn with_env(env: &[(&str, &str)]) -> TestApp {
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("SERVER_PORT".into(), "0".into()),
+            ("MANAGEMENT_SERVER_PORT".into(), "0".into()),
+            ("NANOFAAS_SHUTDOWN_GRACE_PERIOD".into(), "5s".into()),
+        ]);
+        for (k, v) in env {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("valid test config");
+        let bound = App::build(config)
+            .expect("app builds")
+            .bind("127.0.0.1")
+            .await
+            .expect("binds");
+        let base = format!("http://{}", bound.api_addr);
+        let management = format!("http://{}", bound.management_addr);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(bound.serve(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            management,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Triggers graceful shutdown and returns the server task.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("server running")
+    }
+
+    pub async fn register(&self, spec: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/functions", self.base))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_ok(&self, spec: Value) -> Value {
+        let r = self.register(spec).await;
+        assert_eq!(r.status(), 201, "registration failed");
+        r.json().await.unwrap()
+    }
+
+    pub async fn local(&self, name: &str) {
+        self.register_ok(json!({"name": name, "image": "local", "executionMode": "LOCAL"}))
+            .await;
+    }
+
+    pub async fn pool(&self, name: &str, url: &str, extra: Value) {
+        let mut spec =
+            json!({"name": name, "image": "img", "executionMode": "POOL", "endpointUrl": url});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                s.insert(k.clone(), v.clone());
+            }
+        }
+        self.register_ok(spec).await;
+    }
+
+    pub fn invoke_request(&self, name: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/functions/{name}:invoke", self.base))
+    }
+
+    pub async fn invoke(&self, name: &str, body: Value) -> reqwest::Response {
+        self.invoke_request(name).json(&body).send().await.unwrap()
+    }
+
+    pub async fn execution(&self, id: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(format!("{}/v1/executions/{id}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn callback(&self, id: &str, attempt: Option<u32>, body: Value) -> StatusCode {
+        let mut req = self
+            .client
+            .post(format!(
+                "{}/v1/internal/executions/{id}:complete",
+                self.base
+            ))
+            .json(&body);
+        if let Some(a) = attempt {
+            req = req.header("X-Dispatch-Attempt", a.to_string());
+        }
+        req.send().await.unwrap().status()
+    }
+
+    pub async fn scrape(&self) -> String {
+        self.client
+            .get(format!("{}/actuator/prometheus", self.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of `name{function="f"}` in the scrape, if present.
+    pub async fn metric(&self, name: &str, function: &str) -> Option<f64> {
+        metric_value(
+            &self.scrape().await,
+            name,
+            &format!("function=\"{function}\""),
+        )
+    }
+}
+
+/// Finds `name{<labels>} value` (labels given exactly as printed) in Prometheus text.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// One request the stub runtime received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A runtime on port 0. Its behaviour is chosen by the endpoint path:
+/// `/reply`, `/text`, `/empty`, `/null`, `/badjson`, `/fail`, `/cold`, `/slow/<ms>`, `/hang`,
+/// `/callback-first`, `/callback-twice`, `/late-callback/<ms>`, `/flaky` (fails attempt 1),
+/// `/callback-only-error` (callback error, then 200).
+#[derive(Clone)]
+pub struct Stub {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Notified after the stub has delivered a callback and got its answer.
+    pub callback_done: Arc<Notify>,
+    pub callback_statuses: Arc<Mutex<Vec<u16>>>,
+}
+
+#[derive(Clone)]
+struct StubState {
+    cp: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    callback_done: Arc<Notify>,
+    callback_statuses: Arc<Mutex<Vec<u16>>>,
+    client: reqwest::Client,
+}
+
+impl Stub {
+    pub async fn start(cp_base: &str) -> Stub {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let callback_done = Arc::new(Notify::new());
+        let callback_statuses = Arc::new(Mutex::new(Vec::new()));
+        let state = StubState {
+            cp: cp_base.to_owned(),
+            received: received.clone(),
+            callback_done: callback_done.clone(),
+            callback_statuses: callback_statuses.clone(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let app = Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route("/{*path}", post(stub_handler))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Stub {
+            addr,
+            received,
+            callback_done,
+            callback_statuses,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn stub_handler(
+    State(st): State<StubState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    st.received.lock().unwrap().push(Received {
+        path: path.clone(),
+        headers: headers.clone(),
+        body: parsed.clone(),
+    });
+    let id = headers
+        .get("X-Execution-Id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let attempt = headers
+        .get("X-Dispatch-Attempt")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("1")
+        .to_owned();
+    let input = parsed.get("input").cloned().unwrap_or(Value::Null);
+    let mut parts = path.split('/');
+    let behaviour = parts.next().unwrap_or("");
+    let arg: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let callback = |payload: Value| {
+        let st = st.clone();
+        let id = id.clone();
+        let attempt = attempt.clone();
+        async move {
+            let status = st
+                .client
+                .post(format!("{}/v1/internal/executions/{id}:complete", st.cp))
+                .header("X-Dispatch-Attempt", attempt)
+                .json(&payload)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            st.callback_statuses.lock().unwrap().push(status);
+            st.callback_done.notify_waiters();
+        }
+    };
+    match behaviour {
+        "reply" => axum::Json(json!({"echo": input})).into_response(),
+        "text" => ([("content-type", "text/plain")], "hello text").into_response(),
+        "empty" => StatusCode::OK.into_response(),
+        "null" => ([("content-type", "application/json")], "null").into_response(),
+        "badjson" => ([("content-type", "application/json")], "{not json").into_response(),
+        "fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        "fail-empty" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "cold" => (
+            [("X-Cold-Start", "true"), ("X-Init-Duration-Ms", "250")],
+            axum::Json(json!({"cold": true})),
+        )
+            .into_response(),
+        "slow" => {
+            tokio::time::sleep(Duration::from_millis(arg)).await;
+            axum::Json(json!({"slow": arg})).into_response()
+        }
+        "hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "flaky" => {
+            if attempt == "1" {
+                (StatusCode::BAD_GATEWAY, "first attempt fails").into_response()
+            } else {
+                axum::Json(json!({"attempt": attempt})).into_response()
+            }
+        }
+        "callback-first" => {
+            callback(json!({"success": true, "output": "from-callback", "error": null})).await;
+            axum::Json(json!("from-reply")).into_response()
+        }
+        "callback-twice" => {
+            callback(json!({"success": true, "output": "first"})).await;
+            callback(json!({"success": false, "error": {"code": "LATE", "message": "second"}}))
+                .await;
+            axum::Json(json!("from-reply")).into_response()
+        }
+        "late-callback" => {
+            tokio::time::sleep(Duration::from_millis(arg)).await;
+            callback(json!({"success": true, "output": "late"})).await;
+            axum::Json(json!("late-reply")).into_response()
+        }
+        "cold-after-callback" => {
+            callback(json!({"success": true, "output": "cb"})).await;
+            (
+                [("X-Cold-Start", "true"), ("X-Init-Duration-Ms", "40")],
+                axum::Json(json!("reply")),
+            )
+                .into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "unknown stub behaviour").into_response(),
+    }
+}
+
+/// A TCP server that accepts connections, reads the request and closes without answering.
+pub async fn closing_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                drop(sock);
+            });
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on.
+pub async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}

@@ -1,0 +1,456 @@
+//! Synchronous POOL invocation against a real stub runtime on port 0: every reply kind of
+//! REFERENCE §6.2, callbacks racing the reply (§3.4, DECISIONS 5), timeouts (DECISIONS 1) and
+//! retries (§3.5). Each case checks the HTTP answer, `GET /v1/executions/{id}` and the metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stub, TestApp, closing_server, dead_address};
+use serde_json::{Value, json};
+
+/// Waits (bounded) until `check` holds; for effects that land after the HTTP answer.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn setup() -> (TestApp, Stub) {
+    let app = TestApp::spawn().await;
+    let stub = Stub::start(&app.base).await;
+    (app, stub)
+}
+
+async fn invoke_json(app: &TestApp, name: &str) -> (u16, Option<String>, Value) {
+    let r = app.invoke(name, json!({"input": {"n": 1}})).await;
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("X-Execution-Id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, header, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn reply_is_the_output_and_the_runtime_gets_the_contract_request() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/reply"), json!({})).await;
+    let r = app
+        .invoke_request("f")
+        .header("X-Trace-Id", "trace-1")
+        .header("Idempotency-Key", "key-1")
+        .json(&json!({"input": {"msg": "hi"}, "metadata": {"k": "v"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["X-Execution-Id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"executionId": id, "status": "success", "output": {"echo": {"msg": "hi"}}, "error": null})
+    );
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "4", "UUID v4: {id}");
+
+    let sent = stub.requests();
+    assert_eq!(sent.len(), 1);
+    let h = &sent[0].headers;
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-execution-id"], id.as_str());
+    assert_eq!(h["x-dispatch-attempt"], "1");
+    assert_eq!(h["x-trace-id"], "trace-1");
+    assert_eq!(h["idempotency-key"], "key-1");
+    assert_eq!(
+        sent[0].body,
+        json!({"input": {"msg": "hi"}, "metadata": {"k": "v"}})
+    );
+
+    let (status, exec) = app.execution(&id).await;
+    assert_eq!(status, 200);
+    assert_eq!(exec["status"], "success");
+    assert_eq!(exec["output"], json!({"echo": {"msg": "hi"}}));
+    assert_eq!(exec["coldStart"], false);
+    assert_eq!(exec["initDurationMs"], Value::Null);
+    assert_eq!(exec["error"], Value::Null);
+    let started = exec["startedAt"].as_str().unwrap();
+    let finished = exec["finishedAt"].as_str().unwrap();
+    assert!(
+        started.ends_with('Z') && finished >= started,
+        "{started} {finished}"
+    );
+
+    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(1.0));
+    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+    assert_eq!(
+        app.metric("function_warm_start_total", "f").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("function_latency_ms_seconds_count", "f").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("function_e2e_latency_ms_seconds_count", "f")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn metadata_absent_is_forwarded_as_null() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/reply"), json!({})).await;
+    let (status, _, _) = invoke_json(&app, "f").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stub.requests()[0].body,
+        json!({"input": {"n": 1}, "metadata": null})
+    );
+    assert!(stub.requests()[0].headers.get("idempotency-key").is_none());
+    assert!(stub.requests()[0].headers.get("x-trace-id").is_none());
+}
+
+#[tokio::test]
+async fn text_plain_replies_are_string_outputs() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/text"), json!({})).await;
+    let (status, _, body) = invoke_json(&app, "f").await;
+    assert_eq!((status, body["output"].clone()), (200, json!("hello text")));
+}
+
+#[tokio::test]
+async fn empty_and_null_replies_are_successes_with_null_output() {
+    let (app, stub) = setup().await;
+    app.pool("e", &stub.url("/empty"), json!({})).await;
+    app.pool("n", &stub.url("/null"), json!({})).await;
+    for name in ["e", "n"] {
+        let (status, id, body) = invoke_json(&app, name).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "success", "{name}");
+        assert_eq!(body["output"], Value::Null);
+        let (_, exec) = app.execution(&id.unwrap()).await;
+        assert_eq!(exec["status"], "success");
+        assert_eq!(app.metric("function_success_total", name).await, Some(1.0));
+    }
+}
+
+#[tokio::test]
+async fn a_500_is_retried_up_to_max_retries_attempts_then_is_an_error() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/fail"), json!({})).await;
+    let r = app
+        .invoke_request("f")
+        .header("Idempotency-Key", "k")
+        .json(&json!({"input": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "function errors stay 200 (DECISIONS 1)");
+    let id = r.headers()["X-Execution-Id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["output"], Value::Null);
+    assert_eq!(
+        body["error"],
+        json!({"code": "POOL_ERROR", "message": "boom"})
+    );
+
+    let sent = stub.requests();
+    let attempts: Vec<&str> = sent
+        .iter()
+        .map(|r| r.headers["x-dispatch-attempt"].to_str().unwrap())
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    assert!(sent[0].headers.get("idempotency-key").is_some());
+    assert!(sent[1].headers.get("idempotency-key").is_none());
+    assert!(
+        sent.iter()
+            .all(|r| r.headers["x-execution-id"] == id.as_str())
+    );
+
+    let (_, exec) = app.execution(&id).await;
+    assert_eq!(exec["status"], "error");
+    assert_eq!(exec["error"]["code"], "POOL_ERROR");
+    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(3.0));
+    assert_eq!(app.metric("function_retry_total", "f").await, Some(2.0));
+    assert_eq!(app.metric("function_error_total", "f").await, Some(1.0));
+    assert_eq!(app.metric("function_success_total", "f").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn an_empty_error_reply_reports_the_status_text() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/fail-empty"), json!({"maxRetries": 1}))
+        .await;
+    let (_, _, body) = invoke_json(&app, "f").await;
+    assert_eq!(
+        body["error"],
+        json!({"code":"POOL_ERROR","message":"503 SERVICE_UNAVAILABLE"})
+    );
+    assert_eq!(
+        stub.requests().len(),
+        1,
+        "maxRetries 1 means a single attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_that_succeeds_is_a_success() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/flaky"), json!({})).await;
+    let (status, id, body) = invoke_json(&app, "f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["output"], json!({"attempt": "2"}));
+    let (_, exec) = app.execution(&id.unwrap()).await;
+    assert_eq!(exec["status"], "success");
+    assert_eq!(app.metric("function_retry_total", "f").await, Some(1.0));
+    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn invalid_json_replies_are_pool_errors() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/badjson"), json!({"maxRetries": 0}))
+        .await;
+    let (status, _, body) = invoke_json(&app, "f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["error"]["code"], "POOL_ERROR");
+    assert_eq!(
+        stub.requests().len(),
+        1,
+        "maxRetries 0 means a single attempt"
+    );
+}
+
+#[tokio::test]
+async fn cold_start_headers_are_recorded() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/cold"), json!({})).await;
+    let (_, id, _) = invoke_json(&app, "f").await;
+    let (_, exec) = app.execution(&id.unwrap()).await;
+    assert_eq!(exec["coldStart"], true);
+    assert_eq!(exec["initDurationMs"], 250);
+    assert_eq!(
+        app.metric("function_cold_start_total", "f").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("function_warm_start_total", "f").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        app.metric("function_init_duration_ms_seconds_count", "f")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("function_init_duration_ms_seconds_sum", "f")
+            .await,
+        Some(0.25)
+    );
+}
+
+#[tokio::test]
+async fn a_callback_before_the_reply_wins() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/callback-first"), json!({})).await;
+    let (status, id, body) = invoke_json(&app, "f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["output"], "from-callback");
+    assert_eq!(*stub.callback_statuses.lock().unwrap(), [204]);
+    let id = id.unwrap();
+    // The reply that follows changes nothing but is accounted for once.
+    eventually("warm start counted", || async {
+        app.metric("function_warm_start_total", "f").await == Some(1.0)
+    })
+    .await;
+    let (_, exec) = app.execution(&id).await;
+    assert_eq!(exec["status"], "success");
+    assert_eq!(exec["output"], "from-callback");
+    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_second_callback_changes_nothing() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/callback-twice"), json!({})).await;
+    let (status, id, body) = invoke_json(&app, "f").await;
+    assert_eq!((status, body["output"].clone()), (200, json!("first")));
+    // The caller is answered on the first callback; the runtime sends the second after.
+    eventually("second callback delivered", || async {
+        stub.callback_statuses.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(*stub.callback_statuses.lock().unwrap(), [204, 204]);
+    let (_, exec) = app.execution(&id.unwrap()).await;
+    assert_eq!(
+        (exec["status"].clone(), exec["output"].clone()),
+        (json!("success"), json!("first"))
+    );
+    assert_eq!(app.metric("function_error_total", "f").await, Some(0.0));
+    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_cold_start_reported_after_the_callback_is_still_counted() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/cold-after-callback"), json!({}))
+        .await;
+    let (_, id, body) = invoke_json(&app, "f").await;
+    assert_eq!(body["output"], "cb");
+    let id = id.unwrap();
+    eventually("cold start recorded", || async {
+        app.execution(&id).await.1["coldStart"] == true
+    })
+    .await;
+    assert_eq!(app.execution(&id).await.1["initDurationMs"], 40);
+    assert_eq!(
+        app.metric("function_cold_start_total", "f").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("function_warm_start_total", "f").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_wait_timeout_is_408_and_a_late_callback_does_not_rewrite_it() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/late-callback/300"), json!({}))
+        .await;
+    let done = stub.callback_done.notified();
+    tokio::pin!(done);
+    done.as_mut().enable();
+    let r = app
+        .invoke_request("f")
+        .header("X-Timeout-Ms", "100")
+        .json(&json!({"input": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    let id = r.headers()["X-Execution-Id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"executionId": id, "status": "timeout", "output": null, "error": null})
+    );
+    assert_eq!(app.execution(&id).await.1["status"], "timeout");
+
+    done.await;
+    assert_eq!(*stub.callback_statuses.lock().unwrap(), [204]);
+    let (_, exec) = app.execution(&id).await;
+    assert_eq!(exec["status"], "timeout");
+    assert_eq!(exec["output"], Value::Null);
+    assert!(exec["finishedAt"].is_string());
+    assert_eq!(app.metric("function_timeout_total", "f").await, Some(1.0));
+    assert_eq!(app.metric("function_success_total", "f").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_runtime_that_never_answers_times_out_per_timeout_ms() {
+    let (app, stub) = setup().await;
+    app.pool(
+        "f",
+        &stub.url("/hang"),
+        json!({"timeoutMs": 200, "maxRetries": 1}),
+    )
+    .await;
+    // The dispatch's own timeout (timeoutMs) ends the attempt before this longer wait.
+    let r = app
+        .invoke_request("f")
+        .header("X-Timeout-Ms", "5000")
+        .json(&json!({"input": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        json!({"code": "POOL_TIMEOUT", "message": "Pool request timed out after 200ms"})
+    );
+    // And with the default wait (= timeoutMs), the caller is answered no later than that.
+    let started = std::time::Instant::now();
+    let r = app.invoke("f", json!({"input": 2})).await;
+    assert!(matches!(r.status().as_u16(), 200 | 408));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_a_pool_error() {
+    let app = TestApp::spawn().await;
+    let addr = closing_server().await;
+    app.pool(
+        "f",
+        &format!("http://{addr}/invoke"),
+        json!({"maxRetries": 2}),
+    )
+    .await;
+    let (status, id, body) = invoke_json(&app, "f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["error"]["code"], "POOL_ERROR");
+    assert_eq!(app.execution(&id.unwrap()).await.1["status"], "error");
+    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(2.0));
+
+    let dead = dead_address().await;
+    app.pool(
+        "g",
+        &format!("http://{dead}/invoke"),
+        json!({"maxRetries": 1}),
+    )
+    .await;
+    let (_, _, body) = invoke_json(&app, "g").await;
+    assert_eq!(body["error"]["code"], "POOL_ERROR");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pool_without_endpoint_fails_with_endpoint_missing() {
+    let app = TestApp::spawn().await;
+    app.register_ok(json!({"name":"p","image":"i","executionMode":"POOL","maxRetries":1}))
+        .await;
+    let (_, _, body) = invoke_json(&app, "p").await;
+    assert_eq!(
+        body["error"],
+        json!({"code":"POOL_ENDPOINT_MISSING","message":"endpointUrl is required for POOL mode"})
+    );
+}
+
+#[tokio::test]
+async fn concurrent_invocations_each_get_their_own_result() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/slow/50"), json!({})).await;
+    let calls = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            let r = app.invoke("f", json!({"input": i})).await;
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut ids: Vec<String> = results
+        .iter()
+        .map(|(s, b)| {
+            assert_eq!(*s, 200);
+            b["executionId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(app.metric("function_success_total", "f").await, Some(20.0));
+}
