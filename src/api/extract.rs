@@ -35,10 +35,18 @@ pub fn json_body<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
     require_json_content_type(headers)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("No request body".to_owned()));
+    json_object(&bytes)
+}
+
+/// Parses a body that must be one JSON object (serde would also read a struct from an array).
+pub fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(ApiError::BadRequest("No request body".to_owned())),
+        Some(b'{') => serde_json::from_slice(bytes).map_err(json_error),
+        Some(_) => Err(ApiError::BadRequest(
+            "Request body must be a JSON object".to_owned(),
+        )),
     }
-    serde_json::from_slice(&bytes).map_err(json_error)
 }
 
 pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::extract::{
-    Segment, attempt_header, body_bytes, json_body, json_error, timeout_header, token_header,
+    Segment, attempt_header, body_bytes, json_body, json_object, timeout_header, token_header,
 };
 use super::functions::require_name;
 use crate::AppState;
@@ -162,11 +162,7 @@ pub async fn complete(
         ]));
     }
     // Runtimes are trusted to send JSON; the content type is not insisted upon.
-    let bytes = body_bytes(body)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("No request body".to_owned()));
-    }
-    let callback: CallbackBody = serde_json::from_slice(&bytes).map_err(json_error)?;
+    let callback: CallbackBody = json_object(&body_bytes(body)?)?;
     let (result, _timed_out) = callback
         .into_result()
         .map_err(|reason| ApiError::BadRequest(format!("Invalid callback: {reason}")))?;

@@ -67,15 +67,19 @@ pub enum InvokeError {
     },
 }
 
+/// A function's queue refused a task: it is full, or the function is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("queue full or closed")]
+pub struct QueueRejected;
+
 /// Where new executions go: a queue module (async queue / sync queue) when enabled.
 pub trait WorkQueue: Send + Sync {
-    /// Queues a task for dispatch; `Err` when the function's queue is full or gone.
-    fn enqueue(&self, task: Task) -> Result<(), ()>;
+    /// Queues a task for dispatch.
+    fn enqueue(&self, task: Task) -> Result<(), QueueRejected>;
     /// Admits a new synchronous invocation (sync-queue admission, or the async queue).
     fn admit_sync(&self, task: Task) -> Result<(), InvokeError> {
         let name = task.function.name().to_owned();
-        self.enqueue(task)
-            .map_err(|()| InvokeError::QueueFull(name))
+        self.enqueue(task).map_err(|_| InvokeError::QueueFull(name))
     }
     /// Returns one concurrency slot of `function`.
     fn release_slot(&self, function: &str);
@@ -285,7 +289,7 @@ impl InvocationService {
                         let name = task.function.name().to_owned();
                         queue
                             .enqueue(task)
-                            .map_err(|()| InvokeError::QueueFull(name))
+                            .map_err(|_| InvokeError::QueueFull(name))
                     }
                 };
                 if let Err(InvokeError::QueueFull(_)) = &result {
