@@ -13,6 +13,7 @@ pub mod execution;
 pub mod invocation;
 pub mod metrics;
 pub mod model;
+pub mod queue;
 pub mod registry;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ use crate::execution::store::ExecutionStore;
 use crate::invocation::InvocationService;
 use crate::invocation::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
+use crate::queue::{QueueManager, SyncSettings};
 use crate::registry::Registry;
 
 /// Shared handles given to every handler; cloning copies `Arc`s.
@@ -65,20 +67,32 @@ impl App {
             config.pool_allowed_hosts.clone(),
             providers,
         ));
-        registry.add_listener(metrics.clone());
         let store = Arc::new(ExecutionStore::new(config.execution_store.clone()));
         let idempotency = IdempotencyStore::new(config.execution_store.max_entries);
         let limiter = Arc::new(RateLimiter::new(config.rate_max_per_second));
-        let dispatcher =
-            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
-        let invocations = Arc::new(InvocationService::new(
-            registry.clone(),
-            store,
-            idempotency.clone(),
-            limiter.clone(),
-            dispatcher,
+        let sync_settings = Arc::new(SyncSettings::new(&config.sync_queue));
+        let queue = Arc::new(QueueManager::new(
+            &config.sync_queue,
+            config.async_queue_enabled,
+            sync_settings,
+            store.clone(),
             metrics.clone(),
         ));
+        registry.add_listener(metrics.clone());
+        registry.add_listener(queue.clone());
+        metrics.add_section(queue.clone());
+        let dispatcher =
+            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
+        let invocations = InvocationService::new(invocation::Parts {
+            registry: registry.clone(),
+            store,
+            idempotency: idempotency.clone(),
+            limiter: limiter.clone(),
+            dispatcher,
+            metrics: metrics.clone(),
+            queue,
+            async_enabled: config.async_queue_enabled,
+        });
         let state = AppState {
             config,
             registry,

@@ -88,6 +88,11 @@ pub struct Metrics {
     functions: Mutex<FunctionMeterState>,
     pub callbacks: Family<OutcomeLabel, Counter>,
     pub execution_store_entries: Gauge<i64, AtomicI64>,
+    pub sync_admitted: CounterFamily,
+    pub sync_rejected: CounterFamily,
+    pub sync_timedout: CounterFamily,
+    /// `sync_queue_wait_seconds`: admission to dispatch, all functions.
+    pub sync_wait: Arc<Timer>,
     extra: Mutex<Vec<Arc<dyn MetricsSection>>>,
 }
 
@@ -130,6 +135,15 @@ impl Metrics {
             cold_start: counter("function_cold_start", "Completions reporting a cold start"),
             warm_start: counter("function_warm_start", "Completions without a cold start"),
         };
+        let sync_admitted = counter("sync_queue_admitted", "Sync-queue admissions");
+        let sync_rejected = counter(
+            "sync_queue_rejected",
+            "Sync-queue rejections (depth, est_wait)",
+        );
+        let sync_timedout = counter(
+            "sync_queue_timedout",
+            "Sync-queue items that waited too long",
+        );
         let callbacks = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "controlplane_callbacks",
@@ -154,6 +168,10 @@ impl Metrics {
             functions: Mutex::default(),
             callbacks,
             execution_store_entries,
+            sync_admitted,
+            sync_rejected,
+            sync_timedout,
+            sync_wait: Arc::default(),
             extra: Mutex::default(),
         }
     }
@@ -219,6 +237,11 @@ impl Metrics {
         for family in &self.timers {
             family.render(&mut out);
         }
+        render_summary(
+            &mut out,
+            "sync_queue_wait_seconds",
+            &[(String::new(), self.sync_wait.snapshot())],
+        );
         let sections = lock(&self.extra).clone();
         for section in sections {
             section.render(&mut out);
@@ -241,6 +264,13 @@ impl FunctionLifecycle for Metrics {
             function: name.to_owned(),
         };
         for family in self.core.all() {
+            family.remove(&label);
+        }
+        for family in [
+            &self.sync_admitted,
+            &self.sync_rejected,
+            &self.sync_timedout,
+        ] {
             family.remove(&label);
         }
         for family in &self.timers {
@@ -507,33 +537,49 @@ impl TimerFamily {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if timers.is_empty() {
-            return;
-        }
         timers.sort_by(|a, b| a.0.cmp(&b.0));
-        let snapshots: Vec<_> = timers
+        let rows: Vec<_> = timers
             .iter()
-            .map(|(f, t)| (escape_label(f), t.snapshot()))
+            .map(|(f, t)| (format!("function=\"{}\"", escape_label(f)), t.snapshot()))
             .collect();
-        let name = self.name;
-        let _ = writeln!(out, "# HELP {name} ");
-        let _ = writeln!(out, "# TYPE {name} summary");
-        for (f, (count, sum, q, _)) in &snapshots {
-            for ((_, label), v) in QUANTILES.iter().zip(q) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{function=\"{f}\",quantile=\"{label}\"}} {}",
-                    format_float(*v)
-                );
-            }
-            let _ = writeln!(out, "{name}_count{{function=\"{f}\"}} {count}");
-            let _ = writeln!(out, "{name}_sum{{function=\"{f}\"}} {}", format_float(*sum));
+        render_summary(out, self.name, &rows);
+    }
+}
+
+type Snapshot = (u64, f64, [f64; 3], f64);
+
+/// Writes one summary family (quantiles, `_count`, `_sum`) and its `_max` gauge; `labels` is the
+/// label text of each series (`function="x"`, or empty).
+fn render_summary(out: &mut String, name: &str, rows: &[(String, Snapshot)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let braces = |labels: &str| {
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
         }
-        let _ = writeln!(out, "# HELP {name}_max ");
-        let _ = writeln!(out, "# TYPE {name}_max gauge");
-        for (f, (_, _, _, max)) in &snapshots {
-            let _ = writeln!(out, "{name}_max{{function=\"{f}\"}} {}", format_float(*max));
+    };
+    let _ = writeln!(out, "# HELP {name} ");
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for (labels, (count, sum, q, _)) in rows {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for ((_, quantile), v) in QUANTILES.iter().zip(q) {
+            let _ = writeln!(
+                out,
+                "{name}{{{labels}{sep}quantile=\"{quantile}\"}} {}",
+                format_float(*v)
+            );
         }
+        let b = braces(labels);
+        let _ = writeln!(out, "{name}_count{b} {count}");
+        let _ = writeln!(out, "{name}_sum{b} {}", format_float(*sum));
+    }
+    let _ = writeln!(out, "# HELP {name}_max ");
+    let _ = writeln!(out, "# TYPE {name}_max gauge");
+    for (labels, (_, _, _, max)) in rows {
+        let _ = writeln!(out, "{name}_max{} {}", braces(labels), format_float(*max));
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Task {
     pub trace_id: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
+    /// Set by the queue when it took a concurrency slot for this attempt.
+    pub holds_slot: bool,
 }
 
 /// How an execution ended, as delivered to the waiters of a sync invocation.
@@ -102,6 +104,8 @@ pub struct ExecutionRecord {
     pub cleaned: bool,
     /// Highest attempt whose concurrency slot was released (each attempt releases once).
     pub released_attempt: u32,
+    /// The attempt that holds a concurrency slot (0: none, e.g. inline dispatch).
+    pub slot_attempt: u32,
     /// Set once the cold/warm counter has been updated for the final completion.
     pub start_kind_counted: bool,
     /// The attempt that produced the final result, if it came from a completion.
@@ -127,6 +131,7 @@ impl ExecutionRecord {
             init_duration_ms: None,
             cleaned: false,
             released_attempt: 0,
+            slot_attempt: 0,
             start_kind_counted: false,
             final_attempt: None,
             waiters: Vec::new(),
@@ -193,6 +198,7 @@ impl ExecutionRecord {
         task.attempt += 1;
         task.idempotency_key = None;
         task.enqueued_at = Instant::now();
+        task.holds_slot = false;
         self.attempt = task.attempt;
         self.enqueued_at = task.enqueued_at;
         self.task = Some(task.clone());
@@ -257,6 +263,7 @@ mod tests {
             trace_id: None,
             attempt: 1,
             enqueued_at: Instant::now(),
+            holds_slot: false,
         })
     }
 

@@ -169,6 +169,9 @@ impl ExecutionStore {
         match inner.records.get_mut(&*task.execution_id) {
             Some(r) if r.attempt == task.attempt && !r.is_terminal() => {
                 r.mark_running();
+                if task.holds_slot {
+                    r.slot_attempt = task.attempt;
+                }
                 BeginDispatch::Proceed
             }
             Some(r) => {

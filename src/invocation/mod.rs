@@ -22,8 +22,9 @@ use crate::execution::store::{
     Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
 };
 use crate::execution::{Outcome, Payload, Task};
-use crate::metrics::Metrics;
+use crate::metrics::{FunctionLabel, Metrics};
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, InvocationResponse, Json};
+use crate::queue::QueueManager;
 use crate::registry::spec::ExecutionMode;
 use crate::registry::{RegisteredFunction, Registry};
 use idempotency::{Claim, IdempotencyStore};
@@ -72,19 +73,6 @@ pub enum InvokeError {
 #[error("queue full or closed")]
 pub struct QueueRejected;
 
-/// Where new executions go: a queue module (async queue / sync queue) when enabled.
-pub trait WorkQueue: Send + Sync {
-    /// Queues a task for dispatch.
-    fn enqueue(&self, task: Task) -> Result<(), QueueRejected>;
-    /// Admits a new synchronous invocation (sync-queue admission, or the async queue).
-    fn admit_sync(&self, task: Task) -> Result<(), InvokeError> {
-        let name = task.function.name().to_owned();
-        self.enqueue(task).map_err(|_| InvokeError::QueueFull(name))
-    }
-    /// Returns one concurrency slot of `function`.
-    fn release_slot(&self, function: &str);
-}
-
 /// One invocation request, validated by the API layer.
 pub struct InvokeInput {
     pub input: Json,
@@ -100,9 +88,15 @@ pub struct SyncResult {
     pub timed_out: bool,
 }
 
-enum Mode {
-    Sync,
-    Async,
+/// Where a new execution goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Core only: dispatched at once, no concurrency limit.
+    Inline,
+    /// The function's bounded queue and concurrency slots.
+    Queue,
+    /// Sync-queue admission, then the function's queue.
+    SyncQueue,
 }
 
 enum Admitted {
@@ -117,42 +111,68 @@ pub struct InvocationService {
     limiter: Arc<RateLimiter>,
     dispatcher: Dispatcher,
     metrics: Arc<Metrics>,
-    queue: std::sync::OnceLock<Arc<dyn WorkQueue>>,
+    queue: Arc<QueueManager>,
+    async_enabled: bool,
     tracker: TaskTracker,
 }
 
-impl InvocationService {
-    pub fn new(
-        registry: Arc<Registry>,
-        store: Arc<ExecutionStore>,
-        idempotency: Arc<IdempotencyStore>,
-        limiter: Arc<RateLimiter>,
-        dispatcher: Dispatcher,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        InvocationService {
-            registry,
-            store,
-            idempotency,
-            limiter,
-            dispatcher,
-            metrics,
-            queue: std::sync::OnceLock::new(),
-            tracker: TaskTracker::new(),
-        }
-    }
+/// The shared components the service works with.
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub store: Arc<ExecutionStore>,
+    pub idempotency: Arc<IdempotencyStore>,
+    pub limiter: Arc<RateLimiter>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub queue: Arc<QueueManager>,
+    pub async_enabled: bool,
+}
 
-    /// Routes new executions through a queue module instead of dispatching inline.
-    pub fn set_queue(&self, queue: Arc<dyn WorkQueue>) {
-        let _ = self.queue.set(queue);
+impl InvocationService {
+    /// Builds the service and connects the queue's scheduler to its dispatch.
+    pub fn new(parts: Parts) -> Arc<Self> {
+        let service = Arc::new(InvocationService {
+            registry: parts.registry,
+            store: parts.store,
+            idempotency: parts.idempotency,
+            limiter: parts.limiter,
+            dispatcher: parts.dispatcher,
+            metrics: parts.metrics,
+            queue: parts.queue,
+            async_enabled: parts.async_enabled,
+            tracker: TaskTracker::new(),
+        });
+        let weak = Arc::downgrade(&service);
+        service.queue.set_spawner(move |task| {
+            if let Some(service) = weak.upgrade() {
+                service.spawn_dispatch(task);
+            }
+        });
+        service
     }
 
     pub fn store(&self) -> &Arc<ExecutionStore> {
         &self.store
     }
 
+    pub fn queue(&self) -> &Arc<QueueManager> {
+        &self.queue
+    }
+
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker
+    }
+
+    /// REFERENCE §0.1: the sync queue when on (a live switch), else the function's queue when
+    /// the async-queue module is on, else inline.
+    fn sync_route(&self) -> Route {
+        if self.queue.sync_settings().enabled() {
+            Route::SyncQueue
+        } else if self.async_enabled {
+            Route::Queue
+        } else {
+            Route::Inline
+        }
     }
 
     /// `POST /v1/functions/{name}:invoke` (REFERENCE §3.2).
@@ -169,44 +189,88 @@ impl InvocationService {
             .registry
             .get(name)
             .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
-        let (execution_id, created) =
-            match self.create_or_reuse(&function, input, Mode::Sync).await? {
-                Admitted::New(id) => (id, true),
-                Admitted::Existing(id) => (id, false),
-            };
+        let route = self.sync_route();
+        let (execution_id, created) = match self.create_or_reuse(&function, input, route).await? {
+            Admitted::New(id) => (id, true),
+            Admitted::Existing(id) => (id, false),
+        };
         let wait = match wait_ms {
             Some(ms) => Duration::from_millis(ms.max(0) as u64),
             None => Duration::from_millis(function.spec.timeout_ms),
         };
+        let deadline = Instant::now() + wait;
+        // Only the request that queued an execution times its queue wait out.
+        let mut queue_deadline = (created && route == Route::SyncQueue)
+            .then(|| Instant::now() + self.queue.sync_settings().max_queue_wait());
         let outcome = match self.store.subscribe(&execution_id) {
             Subscription::Done(outcome) => outcome,
             Subscription::Missing => Outcome::Error(evicted()),
-            Subscription::Waiting(rx) => match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Outcome::Error(evicted()),
-                Err(_) => {
-                    // Only the request that created the execution ends it; a replay with a
-                    // shorter timeout just stops waiting (DECISIONS 4, B8).
-                    if created {
-                        if let Some(mut f) = self.store.abort(&execution_id, Abort::Timeout) {
-                            self.metrics.for_function(&f.function).timeout.inc();
-                            f.wake();
+            Subscription::Waiting(mut rx) => loop {
+                let queue_wait = async {
+                    match queue_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    result = &mut rx => break result.unwrap_or_else(|_| Outcome::Error(evicted())),
+                    () = tokio::time::sleep_until(deadline) => {
+                        // Only the request that created the execution ends it; a replay with a
+                        // shorter timeout just stops waiting (DECISIONS 4, B8).
+                        if created {
+                            self.end_waiting(&function, &execution_id, Abort::Timeout);
+                        }
+                        break Outcome::Timeout;
+                    }
+                    () = queue_wait => {
+                        queue_deadline = None;
+                        if self.end_waiting(&function, &execution_id, Abort::QueueTimeout) {
+                            break Outcome::QueueTimeout;
                         }
                     }
-                    Outcome::Timeout
                 }
             },
         };
         if let Outcome::QueueTimeout = outcome {
             return Err(InvokeError::SyncQueueRejected {
                 reason: RejectReason::Timeout,
-                retry_after_seconds: 0,
+                retry_after_seconds: self.queue.sync_settings().retry_after_seconds(),
             });
         }
         Ok(SyncResult {
             timed_out: matches!(outcome, Outcome::Timeout),
             response: outcome.response(execution_id),
         })
+    }
+
+    /// Ends an execution its caller stopped waiting for. A still-queued task leaves its queue so
+    /// it is never dispatched (DECISIONS 4, B7). A queue-wait expiry ends only a task that was
+    /// still queued. Returns whether the execution was ended here.
+    fn end_waiting(&self, function: &RegisteredFunction, id: &str, reason: Abort) -> bool {
+        let was_queued = self.queue.cancel(function.name(), id);
+        match reason {
+            Abort::QueueTimeout if !was_queued => false,
+            Abort::QueueTimeout => {
+                self.metrics
+                    .sync_timedout
+                    .get_or_create(&FunctionLabel {
+                        function: function.name().to_owned(),
+                    })
+                    .inc();
+                if let Some(mut f) = self.store.abort(id, Abort::QueueTimeout) {
+                    f.wake();
+                }
+                true
+            }
+            reason => match self.store.abort(id, reason) {
+                Some(mut f) => {
+                    self.metrics.for_function(function).timeout.inc();
+                    f.wake();
+                    true
+                }
+                None => false,
+            },
+        }
     }
 
     /// `POST /v1/functions/{name}:enqueue` (REFERENCE §1.11). Returns the execution id.
@@ -222,10 +286,10 @@ impl InvocationService {
             .registry
             .get(name)
             .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
-        if self.queue.get().is_none() {
+        if !self.async_enabled {
             return Err(InvokeError::AsyncDisabled);
         }
-        match self.create_or_reuse(&function, input, Mode::Async).await? {
+        match self.create_or_reuse(&function, input, Route::Queue).await? {
             Admitted::New(id) | Admitted::Existing(id) => Ok(id),
         }
     }
@@ -235,7 +299,7 @@ impl InvocationService {
         self: &Arc<Self>,
         function: &Arc<RegisteredFunction>,
         input: InvokeInput,
-        mode: Mode,
+        route: Route,
     ) -> Result<Admitted, InvokeError> {
         let key = input.idempotency_key.filter(|k| !k.trim().is_empty());
         let claim = match &key {
@@ -264,11 +328,12 @@ impl InvocationService {
             trace_id: input.trace_id.map(Arc::from),
             attempt: 1,
             enqueued_at: Instant::now(),
+            holds_slot: false,
         };
         self.store
             .insert(task.clone())
             .map_err(|_| InvokeError::StoreFull)?;
-        if let Err(e) = self.admit(task, mode).await {
+        if let Err(e) = self.admit(task, route).await {
             // A refused admission leaves nothing behind; the claim is abandoned on drop.
             self.store.remove(&execution_id);
             return Err(e);
@@ -279,25 +344,11 @@ impl InvocationService {
         Ok(Admitted::New(execution_id))
     }
 
-    async fn admit(self: &Arc<Self>, task: Task, mode: Mode) -> Result<(), InvokeError> {
-        let metrics = self.metrics.for_function(&task.function);
-        match self.queue.get() {
-            Some(queue) => {
-                let result = match mode {
-                    Mode::Sync => queue.admit_sync(task),
-                    Mode::Async => {
-                        let name = task.function.name().to_owned();
-                        queue
-                            .enqueue(task)
-                            .map_err(|_| InvokeError::QueueFull(name))
-                    }
-                };
-                if let Err(InvokeError::QueueFull(_)) = &result {
-                    metrics.queue_rejected.inc();
-                }
-                result
-            }
-            None => {
+    async fn admit(self: &Arc<Self>, task: Task, route: Route) -> Result<(), InvokeError> {
+        match route {
+            Route::SyncQueue => self.queue.admit_sync(task),
+            Route::Queue => self.enqueue(task),
+            Route::Inline => {
                 if task.function.effective_mode == ExecutionMode::Local {
                     // An in-process echo completes at once: no task to spawn.
                     self.dispatch(task).await;
@@ -309,17 +360,35 @@ impl InvocationService {
         }
     }
 
+    fn enqueue(&self, task: Task) -> Result<(), InvokeError> {
+        let metrics = self.metrics.for_function(&task.function);
+        let name = task.function.name().to_owned();
+        match self.queue.enqueue(task) {
+            Ok(()) => {
+                metrics.enqueue.inc();
+                Ok(())
+            }
+            Err(QueueRejected) => {
+                metrics.queue_rejected.inc();
+                Err(InvokeError::QueueFull(name))
+            }
+        }
+    }
+
     pub fn spawn_dispatch(self: &Arc<Self>, task: Task) {
         let service = self.clone();
         self.tracker
             .spawn(async move { service.dispatch(task).await });
     }
 
-    /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3). The caller holds
-    /// the function's concurrency slot when a queue module is on; it is released exactly once.
+    /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3). A task from a
+    /// queue holds one concurrency slot, released exactly once by the completion protocol (or
+    /// here, when the execution no longer needs dispatching).
     pub async fn dispatch(self: &Arc<Self>, task: Task) {
         if self.store.begin_dispatch(&task) == BeginDispatch::Skip {
-            self.release_slot(&task.function);
+            if task.holds_slot {
+                self.queue.release_slot(task.function.name());
+            }
             return;
         }
         self.metrics.for_function(&task.function).dispatch.inc();
@@ -362,7 +431,7 @@ impl InvocationService {
         };
         let effect = self.store.complete(completion);
         if let Some(function) = &effect.release_slot {
-            self.release_slot(function);
+            self.queue.release_slot(function.name());
         }
         match effect.kind {
             EffectKind::Missing => "unknown",
@@ -389,32 +458,22 @@ impl InvocationService {
         }
     }
 
+    /// Retries go where new work goes: the function's queue when a queue module is on (a full
+    /// queue ends the execution with the original failure, REFERENCE §3.5), else inline.
     fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>) {
-        match self.queue.get() {
-            None => self.spawn_dispatch(task),
-            Some(queue) => {
-                let metrics = self.metrics.for_function(&task.function);
-                let id = task.execution_id.clone();
-                if queue.enqueue(task).is_ok() {
-                    metrics.enqueue.inc();
-                } else {
-                    // REFERENCE §3.5: a full queue ends the execution with the original failure.
-                    metrics.queue_rejected.inc();
-                    let error = failure.unwrap_or_else(|| {
-                        ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full")
-                    });
-                    if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
-                        metrics.error.inc();
-                        f.wake();
-                    }
-                }
-            }
+        if self.sync_route() == Route::Inline {
+            self.spawn_dispatch(task);
+            return;
         }
-    }
-
-    fn release_slot(&self, function: &RegisteredFunction) {
-        if let Some(queue) = self.queue.get() {
-            queue.release_slot(function.name());
+        let function = task.function.clone();
+        let id = task.execution_id.clone();
+        if self.enqueue(task).is_err() {
+            let error = failure
+                .unwrap_or_else(|| ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full"));
+            if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
+                self.metrics.for_function(&function).error.inc();
+                f.wake();
+            }
         }
     }
 

@@ -1,0 +1,462 @@
+//! Per-function bounded queues, concurrency slots and the scheduler (REFERENCE §3.9, §5.1, §5.2).
+//!
+//! There is no polling loop: work becomes runnable only when a task is queued or a slot is
+//! released, so those two events dispatch directly, under one short lock, as many tasks as the
+//! function has free slots. Functions never share slots, so a hot function cannot delay another.
+//! Sync-queue items (admission-controlled synchronous invocations) wait in the same per-function
+//! FIFO as async tasks and share its slots; they count against the global `max-depth`.
+//!
+//! Invariants: a function never has more than its effective concurrency in flight; each slot is
+//! acquired here and released exactly once per dispatched attempt (by the completion protocol);
+//! queue lengths never exceed `queueSize` (async) and `max-depth` (sync, global).
+
+pub mod estimator;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::SyncQueueConfig;
+use crate::execution::Task;
+use crate::execution::store::{Abort, ExecutionStore};
+use crate::invocation::{InvokeError, QueueRejected, RejectReason};
+use crate::metrics::{FunctionLabel, Metrics, MetricsSection, escape_label, format_float};
+use crate::model::ErrorInfo;
+use crate::registry::spec::ConcurrencyControlMode;
+use crate::registry::{FunctionLifecycle, RegisteredFunction, lock};
+use estimator::{RateWindow, estimate_wait};
+
+/// The live (runtime-config mutable) sync-queue settings.
+#[derive(Debug)]
+pub struct SyncSettings {
+    enabled: AtomicBool,
+    admission_enabled: AtomicBool,
+    max_estimated_wait_ns: AtomicU64,
+    max_queue_wait_ns: AtomicU64,
+    retry_after_seconds: AtomicU32,
+}
+
+impl SyncSettings {
+    pub fn new(c: &SyncQueueConfig) -> Self {
+        let s = SyncSettings {
+            enabled: AtomicBool::new(c.enabled),
+            admission_enabled: AtomicBool::new(c.admission_enabled),
+            max_estimated_wait_ns: AtomicU64::new(0),
+            max_queue_wait_ns: AtomicU64::new(0),
+            retry_after_seconds: AtomicU32::new(c.retry_after_seconds),
+        };
+        s.set_max_estimated_wait(c.max_estimated_wait);
+        s.set_max_queue_wait(c.max_queue_wait);
+        s
+    }
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+    pub fn set_enabled(&self, v: bool) {
+        self.enabled.store(v, Ordering::Relaxed);
+    }
+    pub fn admission_enabled(&self) -> bool {
+        self.admission_enabled.load(Ordering::Relaxed)
+    }
+    pub fn set_admission_enabled(&self, v: bool) {
+        self.admission_enabled.store(v, Ordering::Relaxed);
+    }
+    pub fn max_estimated_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_estimated_wait_ns.load(Ordering::Relaxed))
+    }
+    pub fn set_max_estimated_wait(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.max_estimated_wait_ns.store(ns, Ordering::Relaxed);
+    }
+    pub fn max_queue_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_queue_wait_ns.load(Ordering::Relaxed))
+    }
+    pub fn set_max_queue_wait(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.max_queue_wait_ns.store(ns, Ordering::Relaxed);
+    }
+    pub fn retry_after_seconds(&self) -> u32 {
+        self.retry_after_seconds.load(Ordering::Relaxed)
+    }
+    pub fn set_retry_after_seconds(&self, v: u32) {
+        self.retry_after_seconds.store(v, Ordering::Relaxed);
+    }
+}
+
+type Spawner = Box<dyn Fn(Task) + Send + Sync>;
+
+pub struct QueueManager {
+    inner: Mutex<Inner>,
+    spawn: OnceLock<Spawner>,
+    store: Arc<ExecutionStore>,
+    metrics: Arc<Metrics>,
+    sync: Arc<SyncSettings>,
+    max_depth: usize,
+    min_samples: u64,
+    window: Duration,
+    /// The async-queue module is on: its gauges (REFERENCE §7.2) are exported.
+    async_enabled: bool,
+}
+
+struct Inner {
+    queues: HashMap<String, FunctionQueue>,
+    sync_depth: usize,
+    global_rate: RateWindow,
+}
+
+struct FunctionQueue {
+    items: VecDeque<Queued>,
+    async_len: usize,
+    capacity: usize,
+    in_flight: u32,
+    configured: u32,
+    effective: u32,
+    mode: ConcurrencyControlMode,
+    target_per_pod: u32,
+    rate: RateWindow,
+}
+
+struct Queued {
+    task: Task,
+    sync: bool,
+}
+
+impl FunctionQueue {
+    fn remove_at(&mut self, index: usize, sync_depth: &mut usize) -> Option<Queued> {
+        let item = self.items.remove(index)?;
+        if item.sync {
+            *sync_depth -= 1;
+        } else {
+            self.async_len -= 1;
+        }
+        Some(item)
+    }
+}
+
+impl QueueManager {
+    pub fn new(
+        config: &SyncQueueConfig,
+        async_enabled: bool,
+        sync: Arc<SyncSettings>,
+        store: Arc<ExecutionStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        QueueManager {
+            inner: Mutex::new(Inner {
+                queues: HashMap::new(),
+                sync_depth: 0,
+                global_rate: RateWindow::new(config.throughput_window, Instant::now()),
+            }),
+            spawn: OnceLock::new(),
+            store,
+            metrics,
+            sync,
+            max_depth: config.max_depth,
+            min_samples: u64::from(config.per_function_min_samples),
+            window: config.throughput_window,
+            async_enabled,
+        }
+    }
+
+    /// How dequeued tasks are started; set once at start-up.
+    pub fn set_spawner(&self, spawn: impl Fn(Task) + Send + Sync + 'static) {
+        let _ = self.spawn.set(Box::new(spawn));
+    }
+
+    pub fn sync_settings(&self) -> &Arc<SyncSettings> {
+        &self.sync
+    }
+
+    fn start(&self, ready: Vec<Task>) {
+        if ready.is_empty() {
+            return;
+        }
+        match self.spawn.get() {
+            Some(spawn) => ready.into_iter().for_each(spawn),
+            None => tracing::error!("queue has no dispatcher; tasks dropped"),
+        }
+    }
+
+    /// Takes as many queued tasks as there are free slots.
+    fn take_ready(&self, inner: &mut Inner, name: &str) -> Vec<Task> {
+        let Inner {
+            queues,
+            sync_depth,
+            global_rate,
+        } = inner;
+        let Some(q) = queues.get_mut(name) else {
+            return Vec::new();
+        };
+        let mut ready = Vec::new();
+        let now = Instant::now();
+        while q.in_flight < q.effective {
+            let Some(item) = q.remove_at(0, sync_depth) else {
+                break;
+            };
+            if item.sync {
+                self.metrics
+                    .sync_wait
+                    .record(now.saturating_duration_since(item.task.enqueued_at));
+            }
+            q.in_flight += 1;
+            q.rate.record(now);
+            global_rate.record(now);
+            let mut task = item.task;
+            task.holds_slot = true;
+            ready.push(task);
+        }
+        ready
+    }
+
+    /// Queues an async task (also retries); `Err` when the function's queue is full or gone.
+    pub fn enqueue(&self, task: Task) -> Result<(), QueueRejected> {
+        let name = task.function.name().to_owned();
+        let ready = {
+            let mut inner = lock(&self.inner);
+            let q = inner.queues.get_mut(&name).ok_or(QueueRejected)?;
+            if q.async_len >= q.capacity {
+                return Err(QueueRejected);
+            }
+            q.items.push_back(Queued { task, sync: false });
+            q.async_len += 1;
+            self.take_ready(&mut inner, &name)
+        };
+        self.start(ready);
+        Ok(())
+    }
+
+    /// Sync-queue admission (REFERENCE §5.2, without B4/B5): global depth, then the estimated
+    /// wait of this function's queue against `max-estimated-wait` (compared exactly).
+    pub fn admit_sync(&self, task: Task) -> Result<(), InvokeError> {
+        let name = task.function.name().to_owned();
+        let label = FunctionLabel {
+            function: name.clone(),
+        };
+        let reject = |reason| {
+            self.metrics.sync_rejected.get_or_create(&label).inc();
+            Err(InvokeError::SyncQueueRejected {
+                reason,
+                retry_after_seconds: self.sync.retry_after_seconds(),
+            })
+        };
+        let ready = {
+            let mut inner = lock(&self.inner);
+            let now = Instant::now();
+            let sync_depth = inner.sync_depth;
+            let global_rate = inner.global_rate.rate(now);
+            let Some(q) = inner.queues.get_mut(&name) else {
+                return reject(RejectReason::Depth);
+            };
+            if sync_depth >= self.max_depth {
+                drop(inner);
+                return reject(RejectReason::Depth);
+            }
+            if self.sync.admission_enabled() {
+                let ahead = if q.in_flight < q.effective && q.items.is_empty() {
+                    0
+                } else {
+                    q.items.len() + 1
+                };
+                let samples = q.rate.count(now);
+                let function_rate = q.rate.rate(now);
+                let estimate =
+                    estimate_wait(ahead, samples, function_rate, global_rate, self.min_samples);
+                if estimate >= self.sync.max_estimated_wait() {
+                    drop(inner);
+                    return reject(RejectReason::EstWait);
+                }
+            }
+            q.items.push_back(Queued { task, sync: true });
+            inner.sync_depth += 1;
+            self.metrics.sync_admitted.get_or_create(&label).inc();
+            self.take_ready(&mut inner, &name)
+        };
+        self.start(ready);
+        Ok(())
+    }
+
+    /// Returns one slot of `name` and starts whatever it frees up.
+    pub fn release_slot(&self, name: &str) {
+        let ready = {
+            let mut inner = lock(&self.inner);
+            let Some(q) = inner.queues.get_mut(name) else {
+                return;
+            };
+            q.in_flight = q.in_flight.saturating_sub(1);
+            self.take_ready(&mut inner, name)
+        };
+        self.start(ready);
+    }
+
+    /// Removes a still-queued execution (its caller gave up); true if it was queued.
+    pub fn cancel(&self, name: &str, execution_id: &str) -> bool {
+        let mut inner = lock(&self.inner);
+        let Inner {
+            queues, sync_depth, ..
+        } = &mut *inner;
+        let Some(q) = queues.get_mut(name) else {
+            return false;
+        };
+        match q
+            .items
+            .iter()
+            .position(|i| &*i.task.execution_id == execution_id)
+        {
+            Some(index) => q.remove_at(index, sync_depth).is_some(),
+            None => false,
+        }
+    }
+
+    /// Sets the effective concurrency (autoscaler), clamped to [1, configured].
+    pub fn set_effective_concurrency(&self, name: &str, value: u32) {
+        let ready = {
+            let mut inner = lock(&self.inner);
+            let Some(q) = inner.queues.get_mut(name) else {
+                return;
+            };
+            q.effective = value.clamp(1, q.configured.max(1));
+            self.take_ready(&mut inner, name)
+        };
+        self.start(ready);
+    }
+
+    /// Updates the concurrency-controller gauges (autoscaler).
+    pub fn set_controller(&self, name: &str, mode: ConcurrencyControlMode, target: u32) {
+        if let Some(q) = lock(&self.inner).queues.get_mut(name) {
+            q.mode = mode;
+            q.target_per_pod = target;
+        }
+    }
+
+    /// (queued, in flight) of a function, for the autoscaler.
+    pub fn load(&self, name: &str) -> (usize, u32) {
+        lock(&self.inner)
+            .queues
+            .get(name)
+            .map_or((0, 0), |q| (q.items.len(), q.in_flight))
+    }
+}
+
+impl FunctionLifecycle for QueueManager {
+    fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
+        let spec = &function.spec;
+        let (mode, target) = spec
+            .scaling_config
+            .as_ref()
+            .and_then(|s| s.concurrency_control.as_ref())
+            .and_then(|c| c.mode.map(|m| (m, c.target_in_flight_per_pod)))
+            .map_or((ConcurrencyControlMode::Fixed, 0), |(m, t)| match m {
+                ConcurrencyControlMode::Fixed => (m, 0),
+                _ => (m, t.unwrap_or(0).max(0) as u32),
+            });
+        let queue = FunctionQueue {
+            items: VecDeque::new(),
+            async_len: 0,
+            capacity: spec.queue_size as usize,
+            in_flight: 0,
+            configured: spec.concurrency,
+            effective: spec.concurrency,
+            mode,
+            target_per_pod: target,
+            rate: RateWindow::new(self.window, Instant::now()),
+        };
+        lock(&self.inner)
+            .queues
+            .insert(function.name().to_owned(), queue);
+        Ok(())
+    }
+
+    /// Drops the function's queue; everything still queued ends with FUNCTION_REMOVED.
+    fn on_remove(&self, name: &str) {
+        let drained: Vec<Queued> = {
+            let mut inner = lock(&self.inner);
+            let Some(q) = inner.queues.remove(name) else {
+                return;
+            };
+            let sync_items = q.items.iter().filter(|i| i.sync).count();
+            inner.sync_depth -= sync_items;
+            q.items.into_iter().collect()
+        };
+        for item in drained {
+            let error = ErrorInfo::new(
+                "FUNCTION_REMOVED",
+                format!("Function '{name}' was removed before queued execution could run"),
+            );
+            if let Some(mut f) = self
+                .store
+                .abort(&item.task.execution_id, Abort::Error(error))
+            {
+                f.wake();
+            }
+        }
+    }
+}
+
+impl MetricsSection for QueueManager {
+    fn render(&self, out: &mut String) {
+        if !self.async_enabled && !self.sync.enabled() {
+            return;
+        }
+        let (mut rows, sync_depth) = {
+            let inner = lock(&self.inner);
+            let rows: Vec<_> = inner
+                .queues
+                .iter()
+                .map(|(name, q)| {
+                    (
+                        escape_label(name),
+                        q.items.len(),
+                        q.in_flight,
+                        q.effective,
+                        q.target_per_pod,
+                        q.mode,
+                    )
+                })
+                .collect();
+            (rows, inner.sync_depth)
+        };
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let gauge = |out: &mut String,
+                     name: &str,
+                     value: &dyn Fn(
+            &(String, usize, u32, u32, u32, ConcurrencyControlMode),
+        ) -> f64| {
+            let _ = writeln!(out, "# HELP {name} ");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for row in &rows {
+                let _ = writeln!(
+                    out,
+                    "{name}{{function=\"{}\"}} {}",
+                    row.0,
+                    format_float(value(row))
+                );
+            }
+        };
+        gauge(out, "function_queue_depth", &|r| r.1 as f64);
+        gauge(out, "function_inFlight", &|r| f64::from(r.2));
+        gauge(out, "function_effective_concurrency", &|r| f64::from(r.3));
+        gauge(out, "function_target_inflight_per_pod", &|r| f64::from(r.4));
+        let name = "function_concurrency_controller_mode";
+        let _ = writeln!(out, "# HELP {name} ");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for row in &rows {
+            for mode in ConcurrencyControlMode::ALL {
+                let on = if mode == row.5 { 1.0 } else { 0.0 };
+                let _ = writeln!(
+                    out,
+                    "{name}{{function=\"{}\",mode=\"{}\"}} {}",
+                    row.0,
+                    mode.as_str(),
+                    format_float(on)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP sync_queue_depth ");
+        let _ = writeln!(out, "# TYPE sync_queue_depth gauge");
+        let _ = writeln!(out, "sync_queue_depth {}", format_float(sync_depth as f64));
+    }
+}
