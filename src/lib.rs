@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod registry;
+pub mod runtime_config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use crate::invocation::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 use crate::queue::{QueueManager, SyncSettings};
 use crate::registry::Registry;
+use crate::runtime_config::RuntimeConfigService;
 
 /// Shared handles given to every handler; cloning copies `Arc`s.
 #[derive(Clone)]
@@ -47,6 +49,7 @@ pub struct AppState {
     pub idempotency: Arc<IdempotencyStore>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
+    pub runtime_config: Arc<RuntimeConfigService>,
     pub health: Arc<Health>,
 }
 
@@ -71,6 +74,12 @@ impl App {
         let idempotency = IdempotencyStore::new(config.execution_store.max_entries);
         let limiter = Arc::new(RateLimiter::new(config.rate_max_per_second));
         let sync_settings = Arc::new(SyncSettings::new(&config.sync_queue));
+        let runtime_config = Arc::new(RuntimeConfigService::new(
+            &config,
+            limiter.clone(),
+            sync_settings.clone(),
+            metrics.clone(),
+        ));
         let queue = Arc::new(QueueManager::new(
             &config.sync_queue,
             config.async_queue_enabled,
@@ -100,6 +109,7 @@ impl App {
             idempotency,
             limiter,
             metrics,
+            runtime_config,
             health: Arc::new(Health::default()),
         };
         Ok(App {

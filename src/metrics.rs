@@ -33,6 +33,11 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
 type CounterFamily = Family<FunctionLabel, Counter>;
 
 /// Handles to one function's core meters (REFERENCE §7.1); cloning is cheap, updates are atomics.
@@ -93,6 +98,9 @@ pub struct Metrics {
     pub sync_timedout: CounterFamily,
     /// `sync_queue_wait_seconds`: admission to dispatch, all functions.
     pub sync_wait: Arc<Timer>,
+    pub runtime_config_revision: Gauge<i64, AtomicI64>,
+    runtime_config_updates: Family<StatusLabel, Counter>,
+    pub runtime_config_apply: Arc<Timer>,
     extra: Mutex<Vec<Arc<dyn MetricsSection>>>,
 }
 
@@ -150,6 +158,18 @@ impl Metrics {
             "Completion callbacks received, by outcome",
             callbacks.clone(),
         );
+        let runtime_config_revision = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "controlplane_runtime_config_revision",
+            "Revision of the live runtime configuration",
+            runtime_config_revision.clone(),
+        );
+        let runtime_config_updates = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "controlplane_runtime_config_updates",
+            "Runtime configuration updates, by status",
+            runtime_config_updates.clone(),
+        );
         let execution_store_entries = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "controlplane_execution_store_entries",
@@ -172,6 +192,9 @@ impl Metrics {
             sync_rejected,
             sync_timedout,
             sync_wait: Arc::default(),
+            runtime_config_revision,
+            runtime_config_updates,
+            runtime_config_apply: Arc::default(),
             extra: Mutex::default(),
         }
     }
@@ -221,6 +244,12 @@ impl Metrics {
         m
     }
 
+    pub fn runtime_config_update(&self, status: &'static str) {
+        self.runtime_config_updates
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+
     pub fn callback(&self, outcome: &'static str) {
         self.callbacks
             .get_or_create(&OutcomeLabel { outcome })
@@ -241,6 +270,11 @@ impl Metrics {
             &mut out,
             "sync_queue_wait_seconds",
             &[(String::new(), self.sync_wait.snapshot())],
+        );
+        render_summary(
+            &mut out,
+            "controlplane_runtime_config_apply_duration_seconds",
+            &[(String::new(), self.runtime_config_apply.snapshot())],
         );
         let sections = lock(&self.extra).clone();
         for section in sections {

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod functions;
 pub mod invocations;
 pub mod management;
+pub mod runtime_config;
 
 use std::any::Any;
 
@@ -24,18 +25,28 @@ use error::ApiError;
 /// handlers, since the name itself may contain `:`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_request_body_bytes;
-    Router::new()
-        .route("/v1/functions", get(functions::list).post(functions::register))
+    let mut router = Router::new()
+        .route(
+            "/v1/functions",
+            get(functions::list).post(functions::register),
+        )
         .route(
             "/v1/functions/{name}",
             get(functions::get)
                 .delete(functions::delete)
                 .post(invocations::function_action),
         )
-        .route("/v1/functions/{name}/replicas", put(functions::set_replicas))
+        .route(
+            "/v1/functions/{name}/replicas",
+            put(functions::set_replicas),
+        )
         .route("/v1/executions/{id}", get(invocations::get_execution))
         .route("/v1/internal/executions/{id}", post(invocations::complete))
-        .route("/modules/build-metadata", get(management::build_metadata))
+        .route("/modules/build-metadata", get(management::build_metadata));
+    if state.config.admin_runtime_config_enabled {
+        router = router.merge(runtime_config::router());
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

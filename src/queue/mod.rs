@@ -396,6 +396,16 @@ impl FunctionLifecycle for QueueManager {
     }
 }
 
+/// One function's queue gauges, read under the lock and rendered after it.
+struct GaugeRow {
+    function: String,
+    queued: usize,
+    in_flight: u32,
+    effective: u32,
+    target: u32,
+    mode: ConcurrencyControlMode,
+}
+
 impl MetricsSection for QueueManager {
     fn render(&self, out: &mut String) {
         if !self.async_enabled && !self.sync.enabled() {
@@ -403,53 +413,51 @@ impl MetricsSection for QueueManager {
         }
         let (mut rows, sync_depth) = {
             let inner = lock(&self.inner);
-            let rows: Vec<_> = inner
+            let rows: Vec<GaugeRow> = inner
                 .queues
                 .iter()
-                .map(|(name, q)| {
-                    (
-                        escape_label(name),
-                        q.items.len(),
-                        q.in_flight,
-                        q.effective,
-                        q.target_per_pod,
-                        q.mode,
-                    )
+                .map(|(name, q)| GaugeRow {
+                    function: escape_label(name),
+                    queued: q.items.len(),
+                    in_flight: q.in_flight,
+                    effective: q.effective,
+                    target: q.target_per_pod,
+                    mode: q.mode,
                 })
                 .collect();
             (rows, inner.sync_depth)
         };
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let gauge = |out: &mut String,
-                     name: &str,
-                     value: &dyn Fn(
-            &(String, usize, u32, u32, u32, ConcurrencyControlMode),
-        ) -> f64| {
+        rows.sort_by(|a, b| a.function.cmp(&b.function));
+        let gauge = |out: &mut String, name: &str, value: fn(&GaugeRow) -> f64| {
             let _ = writeln!(out, "# HELP {name} ");
             let _ = writeln!(out, "# TYPE {name} gauge");
             for row in &rows {
                 let _ = writeln!(
                     out,
                     "{name}{{function=\"{}\"}} {}",
-                    row.0,
+                    row.function,
                     format_float(value(row))
                 );
             }
         };
-        gauge(out, "function_queue_depth", &|r| r.1 as f64);
-        gauge(out, "function_inFlight", &|r| f64::from(r.2));
-        gauge(out, "function_effective_concurrency", &|r| f64::from(r.3));
-        gauge(out, "function_target_inflight_per_pod", &|r| f64::from(r.4));
+        gauge(out, "function_queue_depth", |r| r.queued as f64);
+        gauge(out, "function_inFlight", |r| f64::from(r.in_flight));
+        gauge(out, "function_effective_concurrency", |r| {
+            f64::from(r.effective)
+        });
+        gauge(out, "function_target_inflight_per_pod", |r| {
+            f64::from(r.target)
+        });
         let name = "function_concurrency_controller_mode";
         let _ = writeln!(out, "# HELP {name} ");
         let _ = writeln!(out, "# TYPE {name} gauge");
         for row in &rows {
             for mode in ConcurrencyControlMode::ALL {
-                let on = if mode == row.5 { 1.0 } else { 0.0 };
+                let on = if mode == row.mode { 1.0 } else { 0.0 };
                 let _ = writeln!(
                     out,
                     "{name}{{function=\"{}\",mode=\"{}\"}} {}",
-                    row.0,
+                    row.function,
                     mode.as_str(),
                     format_float(on)
                 );

@@ -182,6 +182,8 @@ pub struct Stub {
     /// Notified after the stub has delivered a callback and got its answer.
     pub callback_done: Arc<Notify>,
     pub callback_statuses: Arc<Mutex<Vec<u16>>>,
+    /// (current, highest) concurrent requests on `/track/<ms>`.
+    pub in_flight: Arc<Mutex<(u32, u32)>>,
 }
 
 #[derive(Clone)]
@@ -190,6 +192,7 @@ struct StubState {
     received: Arc<Mutex<Vec<Received>>>,
     callback_done: Arc<Notify>,
     callback_statuses: Arc<Mutex<Vec<u16>>>,
+    in_flight: Arc<Mutex<(u32, u32)>>,
     client: reqwest::Client,
 }
 
@@ -198,7 +201,9 @@ impl Stub {
         let received = Arc::new(Mutex::new(Vec::new()));
         let callback_done = Arc::new(Notify::new());
         let callback_statuses = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(Mutex::new((0, 0)));
         let state = StubState {
+            in_flight: in_flight.clone(),
             cp: cp_base.to_owned(),
             received: received.clone(),
             callback_done: callback_done.clone(),
@@ -219,6 +224,7 @@ impl Stub {
             received,
             callback_done,
             callback_statuses,
+            in_flight,
         }
     }
 
@@ -291,6 +297,16 @@ async fn stub_handler(
         "slow" => {
             tokio::time::sleep(Duration::from_millis(arg)).await;
             axum::Json(json!({"slow": arg})).into_response()
+        }
+        "track" => {
+            {
+                let mut f = st.in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            tokio::time::sleep(Duration::from_millis(arg)).await;
+            st.in_flight.lock().unwrap().0 -= 1;
+            axum::Json(json!({"tracked": input})).into_response()
         }
         "hang" => {
             std::future::pending::<()>().await;

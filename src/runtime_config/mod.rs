@@ -1,0 +1,358 @@
+//! Live configuration (REFERENCE §5.4): a revisioned snapshot of the settings that can change at
+//! run time — the rate limit and the sync-queue switches and limits — with validation, optimistic
+//! concurrency on `revision`, and application to the live components.
+//!
+//! Invariants: the revision grows by exactly one per applied patch; concurrent patches against
+//! the same revision have one winner; a snapshot is validated as a whole before it is applied.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::admission::RateLimiter;
+use crate::config::{Config, format_iso_duration, parse_iso_duration};
+use crate::metrics::Metrics;
+use crate::queue::SyncSettings;
+use crate::registry::lock;
+
+/// The live settings (GET body; `effectiveConfig` of a PATCH answer).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub revision: u64,
+    pub rate_max_per_second: u64,
+    pub sync_queue_enabled: bool,
+    pub sync_queue_admission_enabled: bool,
+    #[serde(serialize_with = "iso")]
+    pub sync_queue_max_estimated_wait: Duration,
+    #[serde(serialize_with = "iso")]
+    pub sync_queue_max_queue_wait: Duration,
+    pub sync_queue_retry_after_seconds: u32,
+}
+
+fn iso<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_iso_duration(*d))
+}
+
+/// A PATCH / validate request as received: durations are ISO-8601 strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchRequest {
+    #[serde(default)]
+    pub expected_revision: Option<i64>,
+    #[serde(default)]
+    pub rate_max_per_second: Option<i64>,
+    #[serde(default)]
+    pub sync_queue_enabled: Option<bool>,
+    #[serde(default)]
+    pub sync_queue_admission_enabled: Option<bool>,
+    #[serde(default)]
+    pub sync_queue_max_estimated_wait: Option<String>,
+    #[serde(default)]
+    pub sync_queue_max_queue_wait: Option<String>,
+    #[serde(default)]
+    pub sync_queue_retry_after_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    #[error("expectedRevision is required")]
+    MissingRevision,
+    #[error("Invalid duration for {field}")]
+    InvalidDuration { field: &'static str, value: String },
+    #[error("Runtime config validation failed")]
+    Invalid(Vec<String>),
+    #[error("Revision mismatch: expected {expected} but current is {current}")]
+    RevisionMismatch { expected: i64, current: u64 },
+}
+
+/// The result of an applied PATCH.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    pub revision: u64,
+    pub effective_config: Snapshot,
+    pub applied_at: String,
+    pub change_id: String,
+    pub warnings: Vec<String>,
+}
+
+pub struct RuntimeConfigService {
+    current: Mutex<Snapshot>,
+    limiter: Arc<RateLimiter>,
+    sync: Arc<SyncSettings>,
+    metrics: Arc<Metrics>,
+}
+
+/// A negative duration reads as zero, which validation then refuses as not positive.
+fn parse_patch_duration(field: &'static str, value: &str) -> Result<Duration, PatchError> {
+    let text = value.trim();
+    if let Some(d) = parse_iso_duration(text) {
+        return Ok(d);
+    }
+    let unsigned = text.replacen('-', "", 2);
+    if unsigned != text && parse_iso_duration(&unsigned).is_some() {
+        return Ok(Duration::ZERO);
+    }
+    Err(PatchError::InvalidDuration {
+        field,
+        value: value.to_owned(),
+    })
+}
+
+impl RuntimeConfigService {
+    pub fn new(
+        config: &Config,
+        limiter: Arc<RateLimiter>,
+        sync: Arc<SyncSettings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let snapshot = Snapshot {
+            revision: 0,
+            rate_max_per_second: limiter.max_per_second(),
+            sync_queue_enabled: sync.enabled(),
+            sync_queue_admission_enabled: sync.admission_enabled(),
+            sync_queue_max_estimated_wait: sync.max_estimated_wait(),
+            sync_queue_max_queue_wait: sync.max_queue_wait(),
+            sync_queue_retry_after_seconds: config.sync_queue.retry_after_seconds,
+        };
+        metrics.runtime_config_revision.set(0);
+        RuntimeConfigService {
+            current: Mutex::new(snapshot),
+            limiter,
+            sync,
+            metrics,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.current).clone()
+    }
+
+    /// The snapshot `patch` would produce from `base`, validated (REFERENCE §5.4 steps 2–3).
+    fn merged(base: &Snapshot, patch: &PatchRequest) -> Result<Snapshot, PatchError> {
+        let estimated = patch
+            .sync_queue_max_estimated_wait
+            .as_deref()
+            .map(|v| parse_patch_duration("syncQueueMaxEstimatedWait", v))
+            .transpose()?;
+        let queue_wait = patch
+            .sync_queue_max_queue_wait
+            .as_deref()
+            .map(|v| parse_patch_duration("syncQueueMaxQueueWait", v))
+            .transpose()?;
+        let mut errors = Vec::new();
+        let rate = patch
+            .rate_max_per_second
+            .unwrap_or(base.rate_max_per_second as i64);
+        if rate <= 0 {
+            errors.push(format!("rateMaxPerSecond must be > 0, got {rate}"));
+        }
+        let estimated = estimated.unwrap_or(base.sync_queue_max_estimated_wait);
+        let queue_wait = queue_wait.unwrap_or(base.sync_queue_max_queue_wait);
+        if estimated.is_zero() {
+            errors.push("syncQueueMaxEstimatedWait must be > 0".to_owned());
+        }
+        if queue_wait.is_zero() {
+            errors.push("syncQueueMaxQueueWait must be > 0".to_owned());
+        }
+        if !estimated.is_zero() && !queue_wait.is_zero() && estimated > queue_wait {
+            errors.push("syncQueueMaxEstimatedWait must be <= syncQueueMaxQueueWait".to_owned());
+        }
+        let retry_after = patch
+            .sync_queue_retry_after_seconds
+            .unwrap_or(i64::from(base.sync_queue_retry_after_seconds));
+        if retry_after < 1 {
+            errors.push(format!(
+                "syncQueueRetryAfterSeconds must be >= 1, got {retry_after}"
+            ));
+        }
+        if retry_after > 86_400 {
+            errors.push(format!(
+                "syncQueueRetryAfterSeconds must be <= 86400, got {retry_after}"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(PatchError::Invalid(errors));
+        }
+        Ok(Snapshot {
+            revision: base.revision,
+            rate_max_per_second: rate as u64,
+            sync_queue_enabled: patch.sync_queue_enabled.unwrap_or(base.sync_queue_enabled),
+            sync_queue_admission_enabled: patch
+                .sync_queue_admission_enabled
+                .unwrap_or(base.sync_queue_admission_enabled),
+            sync_queue_max_estimated_wait: estimated,
+            sync_queue_max_queue_wait: queue_wait,
+            sync_queue_retry_after_seconds: retry_after as u32,
+        })
+    }
+
+    /// `POST /v1/admin/runtime-config/validate`.
+    pub fn validate(&self, patch: &PatchRequest) -> Result<(), PatchError> {
+        Self::merged(&self.snapshot(), patch).map(|_| ())
+    }
+
+    /// `PATCH /v1/admin/runtime-config`.
+    pub fn apply(&self, patch: &PatchRequest) -> Result<Applied, PatchError> {
+        let expected = patch.expected_revision.ok_or(PatchError::MissingRevision)?;
+        let started = Instant::now();
+        let mut current = lock(&self.current);
+        let mut next = Self::merged(&current, patch)?;
+        if expected < 0 || expected as u64 != current.revision {
+            return Err(PatchError::RevisionMismatch {
+                expected,
+                current: current.revision,
+            });
+        }
+        next.revision = current.revision + 1;
+        self.limiter.set_max_per_second(next.rate_max_per_second);
+        self.sync.set_enabled(next.sync_queue_enabled);
+        self.sync
+            .set_admission_enabled(next.sync_queue_admission_enabled);
+        self.sync
+            .set_max_estimated_wait(next.sync_queue_max_estimated_wait);
+        self.sync.set_max_queue_wait(next.sync_queue_max_queue_wait);
+        self.sync
+            .set_retry_after_seconds(next.sync_queue_retry_after_seconds);
+        *current = next.clone();
+        drop(current);
+        self.metrics
+            .runtime_config_revision
+            .set(next.revision as i64);
+        self.metrics.runtime_config_update("success");
+        self.metrics.runtime_config_apply.record(started.elapsed());
+        tracing::info!(revision = next.revision, "runtime configuration applied");
+        Ok(Applied {
+            revision: next.revision,
+            effective_config: next,
+            applied_at: crate::model::format_instant(chrono::Utc::now()),
+            change_id: uuid::Uuid::new_v4().to_string(),
+            warnings: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> RuntimeConfigService {
+        let config = Config::default();
+        RuntimeConfigService::new(
+            &config,
+            Arc::new(RateLimiter::new(config.rate_max_per_second)),
+            Arc::new(SyncSettings::new(&config.sync_queue)),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn patch(json: &str) -> PatchRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_seeded_snapshot_reflects_the_configuration() {
+        let s = service().snapshot();
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({"revision":0,"rateMaxPerSecond":1000,"syncQueueEnabled":false,
+              "syncQueueAdmissionEnabled":true,"syncQueueMaxEstimatedWait":"PT2S",
+              "syncQueueMaxQueueWait":"PT2S","syncQueueRetryAfterSeconds":2})
+        );
+    }
+
+    #[test]
+    fn patches_apply_partially_and_bump_the_revision() {
+        let svc = service();
+        let a = svc
+            .apply(&patch(r#"{"expectedRevision":0,"rateMaxPerSecond":5}"#))
+            .unwrap();
+        assert_eq!(a.revision, 1);
+        assert_eq!(a.effective_config.rate_max_per_second, 5);
+        assert!(!a.effective_config.sync_queue_enabled);
+        assert_eq!(svc.limiter.max_per_second(), 5);
+        let b = svc
+            .apply(&patch(
+                r#"{"expectedRevision":1,"syncQueueEnabled":true,"syncQueueMaxQueueWait":"PT5S"}"#,
+            ))
+            .unwrap();
+        assert_eq!(b.revision, 2);
+        assert_eq!(b.effective_config.rate_max_per_second, 5);
+        assert!(svc.sync.enabled());
+        assert_eq!(svc.sync.max_queue_wait(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn each_validation_rule_and_error_collection() {
+        let svc = service();
+        let invalid = |json: &str| match svc.validate(&patch(json)) {
+            Err(PatchError::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            invalid(r#"{"rateMaxPerSecond":0}"#),
+            ["rateMaxPerSecond must be > 0, got 0"]
+        );
+        assert_eq!(
+            invalid(r#"{"syncQueueMaxEstimatedWait":"PT0S"}"#),
+            ["syncQueueMaxEstimatedWait must be > 0"]
+        );
+        assert_eq!(
+            invalid(r#"{"syncQueueMaxQueueWait":"PT-1S"}"#),
+            ["syncQueueMaxQueueWait must be > 0"]
+        );
+        assert_eq!(
+            invalid(r#"{"syncQueueMaxEstimatedWait":"PT3S"}"#),
+            ["syncQueueMaxEstimatedWait must be <= syncQueueMaxQueueWait"]
+        );
+        assert_eq!(
+            invalid(r#"{"syncQueueRetryAfterSeconds":0,"rateMaxPerSecond":-1}"#),
+            [
+                "rateMaxPerSecond must be > 0, got -1",
+                "syncQueueRetryAfterSeconds must be >= 1, got 0"
+            ]
+        );
+        assert_eq!(
+            svc.validate(&patch(r#"{"syncQueueMaxQueueWait":"5s"}"#)),
+            Err(PatchError::InvalidDuration {
+                field: "syncQueueMaxQueueWait",
+                value: "5s".into()
+            })
+        );
+        assert_eq!(
+            svc.validate(&patch(r#"{"syncQueueMaxEstimatedWait":"PT0.5S"}"#)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn revisions_are_compare_and_set() {
+        let svc = service();
+        assert_eq!(
+            svc.apply(&patch(r#"{"rateMaxPerSecond":5}"#)).unwrap_err(),
+            PatchError::MissingRevision
+        );
+        assert_eq!(
+            svc.apply(&patch(r#"{"expectedRevision":3}"#)).unwrap_err(),
+            PatchError::RevisionMismatch {
+                expected: 3,
+                current: 0
+            }
+        );
+        let svc = Arc::new(svc);
+        let winners: usize = (0..8)
+            .map(|_| {
+                let svc = svc.clone();
+                std::thread::spawn(move || {
+                    svc.apply(&patch(r#"{"expectedRevision":0,"rateMaxPerSecond":7}"#))
+                        .is_ok() as usize
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(winners, 1);
+        assert_eq!(svc.snapshot().revision, 1);
+    }
+}

@@ -1,0 +1,341 @@
+//! Sync-queue admission (REFERENCE §5.2 without B4/B5) and the runtime-config admin API (§5.4)
+//! through HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stub, TestApp, metric_value};
+use serde_json::{Value, json};
+
+const SYNC: (&str, &str) = ("NANOFAAS_SYNC_QUEUE_ENABLED", "true");
+const ADMIN: (&str, &str) = ("NANOFAAS_ADMIN_RUNTIME_CONFIG_ENABLED", "true");
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn spawn_invoke(
+    app: &TestApp,
+    name: &str,
+    headers: &[(&'static str, &'static str)],
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let mut req = app
+        .client
+        .post(format!("{}/v1/functions/{name}:invoke", app.base))
+        .json(&json!({"input": 1}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    tokio::spawn(async move { req.send().await.unwrap() })
+}
+
+async fn assert_rejected(r: reqwest::Response, reason: &str, retry_after: &str) {
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-queue-reject-reason"], reason);
+    assert_eq!(r.headers()["retry-after"], retry_after);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "SYNC_QUEUE_REJECTED");
+}
+
+#[tokio::test]
+async fn a_zero_estimated_wait_rejects_with_est_wait() {
+    let app = TestApp::with_env(&[SYNC, ("SYNC_QUEUE_MAX_ESTIMATED_WAIT", "0s")]).await;
+    app.local("echo").await;
+    assert_rejected(
+        app.invoke("echo", json!({"input": 1})).await,
+        "est_wait",
+        "2",
+    )
+    .await;
+    let scrape = app.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_rejected_total", "function=\"echo\""),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn sub_second_limits_and_an_empty_history_admit() {
+    let app = TestApp::with_env(&[SYNC, ("NANOFAAS_SYNC_QUEUE_MAX_ESTIMATED_WAIT", "500ms")]).await;
+    app.local("echo").await;
+    for i in 0..3 {
+        let r = app.invoke("echo", json!({"input": i})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["output"], i);
+    }
+    let scrape = app.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_admitted_total", "function=\"echo\""),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_wait_seconds_count", ""),
+        None
+    );
+    assert!(
+        scrape.contains("sync_queue_wait_seconds_count 3"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("sync_queue_depth 0.0"), "{scrape}");
+    // The sync queue does not count as async enqueues.
+    assert_eq!(
+        metric_value(&scrape, "function_enqueue_total", "function=\"echo\""),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn the_global_depth_limit_rejects_with_depth() {
+    let app = TestApp::with_env(&[
+        SYNC,
+        ("SYNC_QUEUE_MAX_DEPTH", "2"),
+        ("SYNC_QUEUE_ADMISSION_ENABLED", "false"),
+        ("SYNC_QUEUE_MAX_QUEUE_WAIT", "10s"),
+        ("SYNC_QUEUE_RETRY_AFTER_SECONDS", "7"),
+    ])
+    .await;
+    let stub = Stub::start(&app.base).await;
+    app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
+        .await;
+    let _running = spawn_invoke(&app, "f", &[]);
+    eventually("dispatched", || async { stub.requests().len() == 1 }).await;
+    let _q1 = spawn_invoke(&app, "f", &[]);
+    let _q2 = spawn_invoke(&app, "f", &[]);
+    eventually("two queued", || async {
+        app.scrape().await.contains("sync_queue_depth 2.0")
+    })
+    .await;
+    assert_rejected(app.invoke("f", json!({"input": 9})).await, "depth", "7").await;
+}
+
+#[tokio::test]
+async fn a_long_queue_wait_is_429_timeout() {
+    // Admission off: this is about the queue-wait limit alone.
+    let app = TestApp::with_env(&[
+        SYNC,
+        ("SYNC_QUEUE_MAX_QUEUE_WAIT", "150ms"),
+        ("SYNC_QUEUE_ADMISSION_ENABLED", "false"),
+    ])
+    .await;
+    let stub = Stub::start(&app.base).await;
+    app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
+        .await;
+    let _running = spawn_invoke(&app, "f", &[]);
+    eventually("dispatched", || async { stub.requests().len() == 1 }).await;
+    let r = app.invoke("f", json!({"input": 2})).await;
+    assert_rejected(r, "timeout", "2").await;
+    let scrape = app.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_timedout_total", "function=\"f\""),
+        Some(1.0)
+    );
+    assert!(scrape.contains("sync_queue_depth 0.0"));
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn runtime_config_is_404_unless_enabled() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .client
+        .get(format!("{}/v1/admin/runtime-config", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn runtime_config_get_validate_and_patch() {
+    let app = TestApp::with_env(&[ADMIN]).await;
+    let url = format!("{}/v1/admin/runtime-config", app.base);
+    let snapshot: Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot,
+        json!({"revision":0,"rateMaxPerSecond":1000,"syncQueueEnabled":false,"syncQueueAdmissionEnabled":true,
+               "syncQueueMaxEstimatedWait":"PT2S","syncQueueMaxQueueWait":"PT2S","syncQueueRetryAfterSeconds":2})
+    );
+    let post = |path: &str, body: Value| app.client.post(format!("{url}{path}")).json(&body).send();
+    let patch = |body: Value| app.client.patch(&url).json(&body).send();
+
+    let r = post("/validate", json!({"syncQueueMaxEstimatedWait":"PT1S"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.json::<Value>().await.unwrap()),
+        (200, json!({"valid": true}))
+    );
+    let r = post("/validate", json!({"syncQueueMaxEstimatedWait":"PT3S"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errors"],
+        json!(["syncQueueMaxEstimatedWait must be <= syncQueueMaxQueueWait"])
+    );
+    let r = post("/validate", json!({"syncQueueMaxQueueWait":"5s"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        (b["error"].clone(), b["field"].clone(), b["value"].clone()),
+        (
+            json!("Invalid duration for syncQueueMaxQueueWait"),
+            json!("syncQueueMaxQueueWait"),
+            json!("5s")
+        )
+    );
+
+    let r = patch(json!({"rateMaxPerSecond": 5})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "expectedRevision is required"
+    );
+    let r = patch(json!({"expectedRevision": 4, "rateMaxPerSecond": 5}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "Revision mismatch: expected 4 but current is 0");
+    assert_eq!(b["currentRevision"], 0);
+    let r = patch(json!({"expectedRevision": 0, "rateMaxPerSecond": 0}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errors"],
+        json!(["rateMaxPerSecond must be > 0, got 0"])
+    );
+    let r = patch(json!({"expectedRevision": "x"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = patch(
+        json!({"expectedRevision": 0, "syncQueueMaxEstimatedWait": "PT0.5S",
+                         "syncQueueAdmissionEnabled": false, "syncQueueRetryAfterSeconds": 3}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["revision"], 1);
+    assert_eq!(b["effectiveConfig"]["revision"], 1);
+    assert_eq!(b["effectiveConfig"]["syncQueueMaxEstimatedWait"], "PT0.5S");
+    assert_eq!(b["effectiveConfig"]["syncQueueAdmissionEnabled"], false);
+    assert_eq!(b["effectiveConfig"]["rateMaxPerSecond"], 1000);
+    assert_eq!(b["warnings"], json!([]));
+    assert!(b["appliedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(b["changeId"].as_str().unwrap().len(), 36);
+    let snapshot: Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot, b["effectiveConfig"]);
+
+    let scrape = app.scrape().await;
+    assert!(
+        scrape.contains("controlplane_runtime_config_revision 1"),
+        "{scrape}"
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "controlplane_runtime_config_updates_total",
+            "status=\"success\""
+        ),
+        Some(1.0)
+    );
+    assert!(scrape.contains("controlplane_runtime_config_apply_duration_seconds_count 1"));
+}
+
+#[tokio::test]
+async fn patches_apply_live_to_the_rate_limiter() {
+    let app = TestApp::with_env(&[ADMIN]).await;
+    app.local("echo").await;
+    let r = app
+        .client
+        .patch(format!("{}/v1/admin/runtime-config", app.base))
+        .json(&json!({"expectedRevision": 0, "rateMaxPerSecond": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            app.invoke("echo", json!({"input": 1}))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() <= 2,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sync_queue_can_be_enabled_at_run_time() {
+    let app = TestApp::with_env(&[ADMIN]).await;
+    app.local("echo").await;
+    let r = app
+        .client
+        .patch(format!("{}/v1/admin/runtime-config", app.base))
+        .json(&json!({"expectedRevision": 0, "syncQueueEnabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.invoke("echo", json!({"input": "queued"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["output"], "queued");
+    let scrape = app.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_admitted_total", "function=\"echo\""),
+        Some(1.0)
+    );
+
+    // And turned off again: sync invocations are dispatched inline.
+    let r = app
+        .client
+        .patch(format!("{}/v1/admin/runtime-config", app.base))
+        .json(&json!({"expectedRevision": 1, "syncQueueEnabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.invoke("echo", json!({"input": 1})).await.status(), 200);
+    let scrape = app.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "sync_queue_admitted_total", "function=\"echo\""),
+        Some(1.0)
+    );
+}
