@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         }
     };
     let (api_port, management_port) = (config.server_port, config.management_port);
+    let shutdown = shutdown_signal();
     let run = async move {
         let bound = App::build(config)?.bind("0.0.0.0").await?;
         tracing::info!(
@@ -32,7 +33,7 @@ async fn main() -> ExitCode {
             management = %bound.management_addr,
             "listening"
         );
-        bound.serve(shutdown_signal()).await
+        bound.serve(shutdown).await
     };
     match run.await {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,23 +44,31 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives during start-up is not
+/// fatal) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

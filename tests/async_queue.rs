@@ -306,7 +306,7 @@ async fn deleting_a_function_ends_its_queued_executions() {
 async fn a_timed_out_sync_invocation_is_never_dispatched() {
     let app = TestApp::with_env(&[ASYNC]).await;
     let stub = Stub::start(&app.base).await;
-    app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
+    app.pool("f", &stub.url("/slow/300"), json!({"concurrency": 1}))
         .await;
     let blocker = enqueue_id(&app, "f", json!(0)).await;
     let r = app
@@ -322,12 +322,11 @@ async fn a_timed_out_sync_invocation_is_never_dispatched() {
         .unwrap()
         .to_owned();
     assert_eq!(app.metric("function_queue_depth", "f").await, Some(0.0));
-    // Free the slot: nothing else may be dispatched.
-    assert_eq!(
-        app.callback(&blocker, Some(1), json!({"success": true}))
-            .await,
-        204
-    );
+    // Once the blocker's slot is free, nothing else may be dispatched.
+    eventually("blocker done", || async {
+        status_of(&app, &blocker).await == "success"
+    })
+    .await;
     eventually("slot free", || async {
         app.metric("function_inFlight", "f").await == Some(0.0)
     })
@@ -340,7 +339,7 @@ async fn a_timed_out_sync_invocation_is_never_dispatched() {
 async fn a_callback_for_a_queued_execution_completes_it_without_dispatch() {
     let app = TestApp::with_env(&[ASYNC]).await;
     let stub = Stub::start(&app.base).await;
-    app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
+    app.pool("f", &stub.url("/slow/300"), json!({"concurrency": 1}))
         .await;
     let blocker = enqueue_id(&app, "f", json!(0)).await;
     let queued = enqueue_id(&app, "f", json!(1)).await;
@@ -352,11 +351,10 @@ async fn a_callback_for_a_queued_execution_completes_it_without_dispatch() {
     assert_eq!(app.execution(&queued).await.1["output"], "early");
     // The queued execution held no slot: the blocker still does.
     assert_eq!(app.metric("function_inFlight", "f").await, Some(1.0));
-    assert_eq!(
-        app.callback(&blocker, Some(1), json!({"success": true}))
-            .await,
-        204
-    );
+    eventually("blocker done", || async {
+        status_of(&app, &blocker).await == "success"
+    })
+    .await;
     eventually("slot free", || async {
         app.metric("function_inFlight", "f").await == Some(0.0)
     })
@@ -366,4 +364,34 @@ async fn a_callback_for_a_queued_execution_completes_it_without_dispatch() {
         1,
         "the completed execution was dispatched"
     );
+}
+
+#[tokio::test]
+async fn an_early_callback_keeps_the_slot_until_the_runtime_answers() {
+    let app = TestApp::with_env(&[ASYNC]).await;
+    let stub = Stub::start(&app.base).await;
+    app.pool(
+        "f",
+        &stub.url("/hang"),
+        json!({"concurrency": 1, "timeoutMs": 300, "maxRetries": 1}),
+    )
+    .await;
+    let first = enqueue_id(&app, "f", json!(0)).await;
+    eventually("dispatched", || async { stub.requests().len() == 1 }).await;
+    assert_eq!(
+        app.callback(&first, Some(1), json!({"success": true}))
+            .await,
+        204
+    );
+    assert_eq!(status_of(&app, &first).await, "success");
+    let second = enqueue_id(&app, "f", json!(1)).await;
+    // The runtime has not answered the first request: the second waits for the slot.
+    assert_eq!(app.metric("function_queue_depth", "f").await, Some(1.0));
+    // The first exchange ends at its timeout; then the second runs.
+    eventually("second dispatched", || async { stub.requests().len() == 2 }).await;
+    assert_eq!(
+        stub.requests()[1].headers["x-execution-id"],
+        second.as_str()
+    );
+    assert_eq!(status_of(&app, &first).await, "success");
 }

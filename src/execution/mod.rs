@@ -38,7 +38,8 @@ pub struct Task {
     pub trace_id: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
-    /// Set by the queue when it took a concurrency slot for this attempt.
+    /// Set by the queue when it took a concurrency slot for this attempt; the dispatch releases
+    /// it when its exchange with the runtime ends.
     pub holds_slot: bool,
 }
 
@@ -102,10 +103,6 @@ pub struct ExecutionRecord {
     pub init_duration_ms: Option<i64>,
     /// Payload released by the janitor (`cleanup-ttl`): output reads back as null.
     pub cleaned: bool,
-    /// Highest attempt whose concurrency slot was released (each attempt releases once).
-    pub released_attempt: u32,
-    /// The attempt that holds a concurrency slot (0: none, e.g. inline dispatch).
-    pub slot_attempt: u32,
     /// Set once the cold/warm counter has been updated for the final completion.
     pub start_kind_counted: bool,
     /// The attempt that produced the final result, if it came from a completion.
@@ -130,8 +127,6 @@ impl ExecutionRecord {
             cold_start: false,
             init_duration_ms: None,
             cleaned: false,
-            released_attempt: 0,
-            slot_attempt: 0,
             start_kind_counted: false,
             final_attempt: None,
             waiters: Vec::new(),

@@ -2,8 +2,7 @@
 //! protocol of REFERENCE §3.4 and the retention of §3.7 plus a hard entry cap (DECISIONS 7).
 //!
 //! Invariants: the lock is held only for map operations and state changes, never across `.await`
-//! and never while sending to waiters; each attempt's concurrency slot is released at most once;
-//! a terminal record never changes its result; when full, only terminal records are evicted
+//! and never while sending to waiters; a terminal record never changes its result; when full, only terminal records are evicted
 //! (oldest first) and new executions are refused rather than in-flight ones dropped.
 
 use std::collections::{HashMap, VecDeque};
@@ -60,8 +59,6 @@ pub struct Completion<'a> {
 
 /// Everything the caller must do after a completion, outside the lock.
 pub struct CompletionEffect {
-    /// Release one concurrency slot of this function.
-    pub release_slot: Option<Arc<RegisteredFunction>>,
     pub kind: EffectKind,
 }
 
@@ -169,18 +166,9 @@ impl ExecutionStore {
         match inner.records.get_mut(&*task.execution_id) {
             Some(r) if r.attempt == task.attempt && !r.is_terminal() => {
                 r.mark_running();
-                if task.holds_slot {
-                    r.slot_attempt = task.attempt;
-                }
                 BeginDispatch::Proceed
             }
-            Some(r) => {
-                if r.attempt == task.attempt {
-                    r.released_attempt = r.released_attempt.max(task.attempt);
-                }
-                BeginDispatch::Skip
-            }
-            None => BeginDispatch::Skip,
+            _ => BeginDispatch::Skip,
         }
     }
 
@@ -189,28 +177,16 @@ impl ExecutionStore {
         let mut inner = lock(&self.inner);
         let Some(record) = inner.records.get_mut(c.execution_id) else {
             return CompletionEffect {
-                release_slot: None,
                 kind: EffectKind::Missing,
             };
         };
         let attempt = c.attempt.unwrap_or(record.attempt);
         if attempt != record.attempt {
             return CompletionEffect {
-                release_slot: None,
                 kind: EffectKind::Stale,
             };
         }
         let was_dispatched = record.state == ExecutionState::Running;
-        // A slot is held only while a dispatch is in flight: by the RUNNING attempt, or by the
-        // dispatcher's own reply (which may arrive after a timeout or an early callback).
-        let release_slot =
-            if record.released_attempt < attempt && (was_dispatched || c.from_dispatcher) {
-                record.released_attempt = attempt;
-                Some(record.function.clone())
-            } else {
-                None
-            };
-
         if record.is_terminal() {
             let late_start = if c.from_dispatcher
                 && !record.start_kind_counted
@@ -226,7 +202,6 @@ impl ExecutionStore {
                 None
             };
             return CompletionEffect {
-                release_slot,
                 kind: EffectKind::Duplicate {
                     function: record.function.clone(),
                     late_start,
@@ -237,7 +212,6 @@ impl ExecutionStore {
         if !c.result.is_success() && attempt < record.function.spec.max_retries {
             if let Some(task) = record.reset_for_retry() {
                 return CompletionEffect {
-                    release_slot,
                     kind: EffectKind::Retry(task),
                 };
             }
@@ -283,7 +257,6 @@ impl ExecutionStore {
         let id = record.execution_id.clone();
         inner.terminal_order.push_back(id);
         CompletionEffect {
-            release_slot,
             kind: EffectKind::Finalized(finalized),
         }
     }

@@ -381,25 +381,26 @@ impl InvocationService {
             .spawn(async move { service.dispatch(task).await });
     }
 
-    /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3). A task from a
-    /// queue holds one concurrency slot, released exactly once by the completion protocol (or
-    /// here, when the execution no longer needs dispatching).
+    /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3).
+    ///
+    /// A task from a queue holds one concurrency slot for exactly as long as its exchange with
+    /// the runtime is open, and this is the one place that releases it: an early callback
+    /// completes the execution but the runtime is still busy until it answers.
     pub async fn dispatch(self: &Arc<Self>, task: Task) {
-        if self.store.begin_dispatch(&task) == BeginDispatch::Skip {
-            if task.holds_slot {
-                self.queue.release_slot(task.function.name());
-            }
-            return;
+        if self.store.begin_dispatch(&task) == BeginDispatch::Proceed {
+            self.metrics.for_function(&task.function).dispatch.inc();
+            let reply = self.dispatcher.dispatch(&task).await;
+            self.apply(Completion {
+                execution_id: &task.execution_id,
+                attempt: Some(task.attempt),
+                result: reply.result,
+                cold_start: reply.cold_start,
+                from_dispatcher: true,
+            });
         }
-        self.metrics.for_function(&task.function).dispatch.inc();
-        let reply = self.dispatcher.dispatch(&task).await;
-        self.apply(Completion {
-            execution_id: &task.execution_id,
-            attempt: Some(task.attempt),
-            result: reply.result,
-            cold_start: reply.cold_start,
-            from_dispatcher: true,
-        });
+        if task.holds_slot {
+            self.queue.release_slot(task.function.name());
+        }
     }
 
     /// `POST /v1/internal/executions/{id}:complete` (DECISIONS 5): always accepted; unknown,
@@ -429,11 +430,7 @@ impl InvocationService {
             AttemptResult::Failure(e) => Some(e.clone()),
             AttemptResult::Success(_) => None,
         };
-        let effect = self.store.complete(completion);
-        if let Some(function) = &effect.release_slot {
-            self.queue.release_slot(function.name());
-        }
-        match effect.kind {
+        match self.store.complete(completion).kind {
             EffectKind::Missing => "unknown",
             EffectKind::Stale => "stale",
             EffectKind::Duplicate {
