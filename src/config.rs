@@ -111,7 +111,10 @@ pub struct ContainerLocalConfig {
     pub readiness_timeout: Duration,
     pub readiness_poll_interval: Duration,
     pub callback_url: Option<String>,
-    pub docker_host: Option<String>,
+    /// Docker network the replicas join (addressed by name); unset = publish ports on bind-host.
+    pub network: Option<String>,
+    /// Label value that tells this control plane's containers from others'.
+    pub instance: String,
 }
 
 /// The whole configuration, resolved and validated.
@@ -270,7 +273,10 @@ impl Config {
                     Duration::from_millis(250),
                 )?,
                 callback_url: r.string("nanofaas.container-local.callback-url"),
-                docker_host: (lookup)("DOCKER_HOST").filter(|v| !v.trim().is_empty()),
+                network: r.string("nanofaas.container-local.network"),
+                instance: r
+                    .string("nanofaas.container-local.instance")
+                    .unwrap_or_else(|| "default".to_owned()),
             },
         };
         Ok(config)

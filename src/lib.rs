@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::RateLimiter;
 use crate::api::management::Health;
-use crate::config::Config;
-use crate::deploy::Providers;
+use crate::config::{Config, DeploymentBackend};
+use crate::deploy::container_local::ContainerLocalProvider;
+use crate::deploy::{DeploymentProvider, Providers};
 use crate::dispatch::Dispatcher;
 use crate::execution::store::ExecutionStore;
 use crate::invocation::InvocationService;
@@ -64,7 +65,10 @@ impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let providers = Providers::new(Vec::new(), config.deployment_default_backend);
+        let providers = Providers::new(
+            deploy_providers(&config)?,
+            config.deployment_default_backend,
+        );
         let registry = Arc::new(Registry::new(
             config.defaults.clone(),
             config.pool_allowed_hosts.clone(),
@@ -142,6 +146,18 @@ impl App {
     }
 }
 
+/// The deployment backend chosen by `NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND` (none when unset).
+fn deploy_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn DeploymentProvider>>> {
+    Ok(match config.deployment_default_backend {
+        None => Vec::new(),
+        Some(DeploymentBackend::ContainerLocal) => vec![Arc::new(
+            ContainerLocalProvider::new(config.container_local.clone())
+                .context("connecting to the container engine")?,
+        )],
+        Some(DeploymentBackend::Kubernetes) => Vec::new(),
+    })
+}
+
 /// An app with its listeners bound.
 pub struct BoundApp {
     pub api_addr: SocketAddr,
@@ -185,6 +201,9 @@ impl BoundApp {
                 .with_graceful_shutdown(stop_rest.clone().cancelled_owned())
                 .into_future(),
         );
+        for provider in state.registry.providers().all() {
+            provider.start().await;
+        }
         state.health.set_ready(true);
         tracing::info!("control plane ready");
 
@@ -207,6 +226,14 @@ impl BoundApp {
                 in_flight = tracker.len(),
                 "grace period over with dispatches still running"
             );
+        }
+        for provider in state.registry.providers().all() {
+            if tokio::time::timeout_at(deadline + Duration::from_secs(10), provider.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!(backend = provider.id(), "backend did not stop in time");
+            }
         }
         stop_rest.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;

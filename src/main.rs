@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck().await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -41,6 +44,30 @@ async fn main() -> ExitCode {
             eprintln!("nanofaas-control-plane (ports {api_port}/{management_port}): {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `nanofaas-control-plane healthcheck`: exit 0 when the local instance is ready. For container
+/// health checks in images that have no shell or curl.
+async fn healthcheck() -> ExitCode {
+    let port = Config::from_env().map_or(8081, |c| c.management_port);
+    let url = format!("http://127.0.0.1:{port}/actuator/health/readiness");
+    let ready = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    {
+        Ok(client) => client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

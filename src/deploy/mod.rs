@@ -2,6 +2,8 @@
 //! provider selection (REFERENCE §2.4). Backends themselves (Kubernetes, local containers) live in
 //! submodules and are chosen at start-up from `NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND`.
 
+pub mod container_local;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +12,22 @@ use crate::config::DeploymentBackend;
 use crate::registry::spec::FunctionSpec;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Replicas a provider balances invocations over itself (container-local), so the dispatcher
+/// calls a replica directly instead of going through a proxy.
+pub trait ReplicaSet: Send + Sync + std::fmt::Debug {
+    /// The next ready replica's invoke URL, round-robin; `None` when none is ready.
+    fn pick(&self) -> Option<reqwest::Url>;
+}
+
+/// Where a provisioned function is invoked.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// The URL shown as `endpointUrl`.
+    pub endpoint_url: String,
+    /// Set when the provider balances over its replicas itself.
+    pub replicas: Option<Arc<dyn ReplicaSet>>,
+}
 
 /// Failures of a deployment backend, each mapped to one HTTP status at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,11 +64,11 @@ pub trait DeploymentProvider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), DeployError>> {
         Box::pin(async { Ok(()) })
     }
-    /// Creates or updates the function's runtime; returns the URL invocations are sent to.
+    /// Creates or updates the function's runtime; says where invocations are sent.
     fn provision<'a>(
         &'a self,
         spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<String, DeployError>>;
+    ) -> BoxFuture<'a, Result<Provisioned, DeployError>>;
     fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>>;
     fn set_replicas<'a>(
         &'a self,
@@ -58,6 +76,14 @@ pub trait DeploymentProvider: Send + Sync + 'static {
         replicas: u32,
     ) -> BoxFuture<'a, Result<(), DeployError>>;
     fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>>;
+    /// Runs once before the control plane serves (e.g. removes orphans of an earlier run).
+    fn start(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    /// Runs once on graceful shutdown.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The configured providers and the selection rule of REFERENCE §2.4.
@@ -76,6 +102,10 @@ impl Providers {
             providers,
             default_backend,
         }
+    }
+
+    pub fn all(&self) -> &[Arc<dyn DeploymentProvider>] {
+        &self.providers
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<dyn DeploymentProvider>> {

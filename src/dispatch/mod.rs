@@ -9,6 +9,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use crate::config::HttpClientConfig;
 use crate::execution::Task;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
+use crate::registry::Endpoint;
 use crate::registry::spec::ExecutionMode;
 
 /// The result of one attempt, with the cold-start facts read from the reply.
@@ -41,6 +42,8 @@ impl Dispatcher {
             .tcp_nodelay(true)
             // Runtimes are reached directly, as the Java WebClient does; never via HTTP(S)_PROXY.
             .no_proxy()
+            // Pure-Rust DNS: static binaries (FROM scratch images) have no glibc NSS modules.
+            .hickory_dns(true)
             .user_agent(concat!(
                 "nanofaas-control-plane/",
                 env!("CARGO_PKG_VERSION")
@@ -63,16 +66,23 @@ impl Dispatcher {
     }
 
     async fn call_runtime(&self, task: &Task) -> DispatchReply {
-        let Some(url) = &task.function.endpoint else {
-            return DispatchReply::failure(
-                "POOL_ENDPOINT_MISSING",
-                "endpointUrl is required for POOL mode",
-            );
+        let url = match &task.function.endpoint {
+            Some(Endpoint::Fixed(url)) => url.clone(),
+            Some(Endpoint::Replicas(set)) => match set.pick() {
+                Some(url) => url,
+                None => return DispatchReply::failure("POOL_ERROR", "No ready container backends"),
+            },
+            None => {
+                return DispatchReply::failure(
+                    "POOL_ENDPOINT_MISSING",
+                    "endpointUrl is required for POOL mode",
+                );
+            }
         };
         let timeout_ms = task.function.spec.timeout_ms;
         let mut request = self
             .client
-            .post(url.clone())
+            .post(url)
             .timeout(Duration::from_millis(timeout_ms))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("X-Execution-Id", &*task.execution_id)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::{FunctionDefaults, HostRule};
-use crate::deploy::{DeployError, DeploymentProvider, Providers};
+use crate::deploy::{DeployError, DeploymentProvider, Providers, ReplicaSet};
 use crate::metrics::FunctionMetrics;
 use spec::{ExecutionMode, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError};
 
@@ -22,8 +22,8 @@ pub struct RegisteredFunction {
     pub effective_mode: ExecutionMode,
     pub deployment_backend: Option<&'static str>,
     pub degradation_reason: Option<String>,
-    /// The parsed effective endpoint (POOL / DEPLOYMENT); `None` when missing.
-    pub endpoint: Option<reqwest::Url>,
+    /// Where POOL / DEPLOYMENT invocations go; `None` when no endpoint is known.
+    pub endpoint: Option<Endpoint>,
     /// Per-function metric handles, created on first use (REFERENCE §7.1).
     pub metrics: OnceLock<Arc<FunctionMetrics>>,
 }
@@ -61,6 +61,15 @@ impl RegisteredFunction {
     pub fn is_managed(&self) -> bool {
         self.effective_mode == ExecutionMode::Deployment && self.deployment_backend.is_some()
     }
+}
+
+/// The target of a function's invocations.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// One URL (POOL, or a backend that balances behind a service).
+    Fixed(reqwest::Url),
+    /// Replicas the control plane balances over itself.
+    Replicas(Arc<dyn ReplicaSet>),
 }
 
 /// Something that follows the function lifecycle (queues, metrics, autoscaler state).
@@ -155,13 +164,15 @@ impl Registry {
         let requested_mode = spec.execution_mode;
         let mut effective_mode = requested_mode;
         let mut backend: Option<Arc<dyn DeploymentProvider>> = None;
+        let mut replicas = None;
         let mut degradation_reason = None;
         if requested_mode == ExecutionMode::Deployment {
             match self.providers.select(&spec).await {
                 Ok(provider) => {
                     provider.validate_image(&spec).await?;
-                    let url = provider.provision(&spec).await?;
-                    spec.endpoint_url = Some(url);
+                    let provisioned = provider.provision(&spec).await?;
+                    spec.endpoint_url = Some(provisioned.endpoint_url);
+                    replicas = provisioned.replicas;
                     backend = Some(provider);
                 }
                 Err(DeployError::Unavailable(reason)) if spec.endpoint_url.is_some() => {
@@ -176,10 +187,14 @@ impl Registry {
                 self.check_pool_host(url)?;
             }
         }
-        let endpoint = spec
-            .endpoint_url
-            .as_deref()
-            .and_then(|u| reqwest::Url::parse(u.trim()).ok());
+        let endpoint = match replicas {
+            Some(set) => Some(Endpoint::Replicas(set)),
+            None => spec
+                .endpoint_url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u.trim()).ok())
+                .map(Endpoint::Fixed),
+        };
         let function = Arc::new(RegisteredFunction {
             spec,
             requested_mode,
