@@ -6,24 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stub, TestApp, metric_value};
+use common::{Stub, TestApp, eventually, metric_value};
 use serde_json::{Value, json};
 
 const ASYNC: (&str, &str) = ("NANOFAAS_ASYNC_QUEUE_ENABLED", "true");
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 async fn enqueue(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
     app.client

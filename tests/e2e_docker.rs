@@ -73,7 +73,13 @@ impl E2e {
         }
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let network = format!("nfe2e-{id}");
-        docker_ok(&["network", "create", "--label", &format!("nanofaas-e2e={id}"), &network]);
+        docker_ok(&[
+            "network",
+            "create",
+            "--label",
+            &format!("nanofaas-e2e={id}"),
+            &network,
+        ]);
         Some(E2e { id, network })
     }
 
@@ -86,7 +92,14 @@ impl E2e {
         let name = self.name(role);
         let label = format!("nanofaas-e2e={}", self.id);
         let mut all = vec![
-            "run", "-d", "--name", &name, "--label", &label, "--network", &self.network,
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &label,
+            "--network",
+            &self.network,
         ];
         all.extend_from_slice(args);
         all.push(image);
@@ -179,7 +192,10 @@ async fn wait_status(api: &str, id: &str, want: &str) -> Value {
         if exec["status"] == want {
             return exec;
         }
-        assert!(Instant::now() < deadline, "{id} never reached {want}: {exec}");
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached {want}: {exec}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -198,7 +214,9 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
         "NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND=container-local".to_owned(),
         format!("NANOFAAS_CONTAINER_LOCAL_NETWORK={}", e.network),
         format!("NANOFAAS_CONTAINER_LOCAL_INSTANCE={}", e.id),
-        format!("NANOFAAS_CONTAINER_LOCAL_CALLBACK_URL=http://{cp_name}:8080/v1/internal/executions"),
+        format!(
+            "NANOFAAS_CONTAINER_LOCAL_CALLBACK_URL=http://{cp_name}:8080/v1/internal/executions"
+        ),
         "NANOFAAS_ASYNC_QUEUE_ENABLED=true".to_owned(),
     ];
     let mut args: Vec<&str> = vec![
@@ -227,13 +245,21 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     )
     .await;
     assert_eq!(status, 201, "{f}");
-    let (status, body) = post(format!("{api}/v1/functions/pool:invoke"), json!({"input": {"hello": "world"}})).await;
+    let (status, body) = post(
+        format!("{api}/v1/functions/pool:invoke"),
+        json!({"input": {"hello": "world"}}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "success");
     assert_eq!(body["output"]["echo"], json!({"hello": "world"}));
 
     // Async: enqueue, then poll.
-    let (status, queued) = post(format!("{api}/v1/functions/pool:enqueue"), json!({"input": "async"})).await;
+    let (status, queued) = post(
+        format!("{api}/v1/functions/pool:enqueue"),
+        json!({"input": "async"}),
+    )
+    .await;
     assert_eq!(status, 202);
     let exec = wait_status(&api, queued["executionId"].as_str().unwrap(), "success").await;
     assert_eq!(exec["output"]["echo"], "async");
@@ -241,7 +267,14 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     // Callbacks from the runtime container reach the control plane by name.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let scrape = client().get(format!("{management}/actuator/prometheus")).send().await.unwrap().text().await.unwrap();
+        let scrape = client()
+            .get(format!("{management}/actuator/prometheus"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let delivered = scrape
             .lines()
             .filter(|l| l.starts_with("controlplane_callbacks_total{"))
@@ -264,7 +297,11 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
         .unwrap();
     assert_eq!(r.status(), 408);
     // A failing function is an error result.
-    let (status, body) = post(format!("{api}/v1/functions/pool:invoke"), json!({"input": {"fail": "boom"}})).await;
+    let (status, body) = post(
+        format!("{api}/v1/functions/pool:invoke"),
+        json!({"input": {"fail": "boom"}}),
+    )
+    .await;
     assert_eq!((status, body["status"].clone()), (200, json!("error")));
     assert_eq!(body["error"]["code"], "POOL_ERROR");
 
@@ -278,8 +315,16 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     assert_eq!(f["effectiveExecutionMode"], "DEPLOYMENT");
     assert_eq!(f["deploymentBackend"], "container-local");
     assert_eq!(e.managed("dep").len(), 1);
-    let (status, body) = post(format!("{api}/v1/functions/dep:invoke"), json!({"input": 1})).await;
-    assert_eq!((status, body["status"].clone()), (200, json!("success")), "{body}");
+    let (status, body) = post(
+        format!("{api}/v1/functions/dep:invoke"),
+        json!({"input": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, json!("success")),
+        "{body}"
+    );
 
     // Scale up: invocations spread over the replicas.
     let r = client()
@@ -289,11 +334,18 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"function":"dep","replicas":3}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"function":"dep","replicas":3})
+    );
     assert_eq!(e.managed("dep").len(), 3);
     let mut replicas = std::collections::HashSet::new();
     for i in 0..9 {
-        let (_, body) = post(format!("{api}/v1/functions/dep:invoke"), json!({"input": i})).await;
+        let (_, body) = post(
+            format!("{api}/v1/functions/dep:invoke"),
+            json!({"input": i}),
+        )
+        .await;
         replicas.insert(body["output"]["replica"].as_str().unwrap_or("").to_owned());
     }
     assert_eq!(replicas.len(), 3, "{replicas:?}");
@@ -301,7 +353,13 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     // Scale down under load: every invocation still succeeds.
     let load = (0..30).map(|i| {
         let api = api.clone();
-        tokio::spawn(async move { post(format!("{api}/v1/functions/dep:invoke"), json!({"input": {"sleepMs": 200, "i": i}})).await })
+        tokio::spawn(async move {
+            post(
+                format!("{api}/v1/functions/dep:invoke"),
+                json!({"input": {"sleepMs": 200, "i": i}}),
+            )
+            .await
+        })
     });
     let load: Vec<_> = load.collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -314,7 +372,11 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     assert_eq!(r.status(), 200);
     for handle in load {
         let (status, body) = handle.await.unwrap();
-        assert_eq!((status, body["status"].clone()), (200, json!("success")), "{body}");
+        assert_eq!(
+            (status, body["status"].clone()),
+            (200, json!("success")),
+            "{body}"
+        );
     }
     assert_eq!(e.managed("dep").len(), 1);
 
@@ -337,18 +399,31 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
     let started = Instant::now();
     let call = tokio::spawn({
         let api = api.clone();
-        async move { post(format!("{api}/v1/functions/fragile:invoke"), json!({"input": {"sleepMs": 5000}})).await }
+        async move {
+            post(
+                format!("{api}/v1/functions/fragile:invoke"),
+                json!({"input": {"sleepMs": 5000}}),
+            )
+            .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     docker_ok(&["kill", &fragile]);
     let (status, body) = call.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "the caller waited for a dead runtime");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the caller waited for a dead runtime"
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "error");
     assert_eq!(body["error"]["code"], "POOL_ERROR");
 
     // Delete removes every container of the function.
-    let r = client().delete(format!("{api}/v1/functions/dep")).send().await.unwrap();
+    let r = client()
+        .delete(format!("{api}/v1/functions/dep"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert!(e.managed("dep").is_empty());
 
@@ -381,9 +456,21 @@ async fn control_plane_on_the_host_runs_deployment_functions_and_cleans_up_on_sh
     let stdout = cp.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let (api_port, mgmt_port) = loop {
-        let line = lines.next().expect("control plane printed nothing").unwrap();
+        let line = lines
+            .next()
+            .expect("control plane printed nothing")
+            .unwrap();
         if let Some(rest) = line.split("api=").nth(1) {
-            let port = |s: &str| s.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            let port = |s: &str| {
+                s.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap()
+            };
             let api = port(rest);
             let mgmt = port(line.split("management=").nth(1).unwrap());
             break (api, mgmt);
@@ -393,15 +480,36 @@ async fn control_plane_on_the_host_runs_deployment_functions_and_cleans_up_on_sh
     let api = format!("http://127.0.0.1:{api_port}");
     wait_ready(&format!("http://127.0.0.1:{mgmt_port}")).await;
 
-    let (status, f) = post(format!("{api}/v1/functions"), json!({"name":"hostfn","image": runtime_image()})).await;
+    let (status, f) = post(
+        format!("{api}/v1/functions"),
+        json!({"name":"hostfn","image": runtime_image()}),
+    )
+    .await;
     assert_eq!(status, 201, "{f}");
-    assert!(f["endpointUrl"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{f}");
-    let (status, body) = post(format!("{api}/v1/functions/hostfn:invoke"), json!({"input": "on the host"})).await;
-    assert_eq!((status, body["output"]["echo"].clone()), (200, json!("on the host")), "{body}");
+    assert!(
+        f["endpointUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{f}"
+    );
+    let (status, body) = post(
+        format!("{api}/v1/functions/hostfn:invoke"),
+        json!({"input": "on the host"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["output"]["echo"].clone()),
+        (200, json!("on the host")),
+        "{body}"
+    );
     assert_eq!(e.managed("hostfn").len(), 1);
 
     // Graceful stop removes the containers this control plane started.
-    let killed = Command::new("kill").args(["-TERM", &cp.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &cp.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = cp.wait().unwrap();
     assert_eq!(status.code(), Some(0));

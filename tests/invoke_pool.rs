@@ -6,23 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stub, TestApp, closing_server, dead_address};
+use common::{Stub, TestApp, closing_server, dead_address, eventually};
 use serde_json::{Value, json};
-
-/// Waits (bounded) until `check` holds; for effects that land after the HTTP answer.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 async fn setup() -> (TestApp, Stub) {
     let app = TestApp::spawn().await;

@@ -5,25 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stub, TestApp, metric_value};
+use common::{Stub, TestApp, eventually, metric_value};
 use serde_json::{Value, json};
 
 const SYNC: (&str, &str) = ("NANOFAAS_SYNC_QUEUE_ENABLED", "true");
 const ADMIN: (&str, &str) = ("NANOFAAS_ADMIN_RUNTIME_CONFIG_ENABLED", "true");
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 fn spawn_invoke(
     app: &TestApp,

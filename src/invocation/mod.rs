@@ -100,8 +100,48 @@ enum Route {
 }
 
 enum Admitted {
-    New(Arc<str>),
+    /// A new execution; `Some(task)` when the caller is to drive its dispatch (inline route).
+    New(Arc<str>, Option<Task>),
     Existing(Arc<str>),
+}
+
+/// A dispatch driven by the request that created the execution, so the common case needs no task
+/// hop. If the request goes away first (client gone, callback answered, wait timed out), the
+/// unfinished dispatch is detached onto the tracker and still completes.
+struct DrivenDispatch {
+    future: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    tracker: TaskTracker,
+}
+
+/// Never resolves (its output type is uninhabited): it only drives the dispatch while the
+/// request waits on the execution's outcome.
+impl std::future::Future for DrivenDispatch {
+    type Output = std::convert::Infallible;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.future = None;
+                // Done: the outcome arrives through the execution's waiter.
+                std::task::Poll::Pending
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl Drop for DrivenDispatch {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            self.tracker.spawn(future);
+        }
+    }
 }
 
 pub struct InvocationService {
@@ -190,9 +230,18 @@ impl InvocationService {
             .get(name)
             .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
         let route = self.sync_route();
-        let (execution_id, created) = match self.create_or_reuse(&function, input, route).await? {
-            Admitted::New(id) => (id, true),
-            Admitted::Existing(id) => (id, false),
+        let (execution_id, created, driven) =
+            match self.create_or_reuse(&function, input, route).await? {
+                Admitted::New(id, task) => (id, true, task),
+                Admitted::Existing(id) => (id, false, None),
+            };
+        let mut driven = DrivenDispatch {
+            future: driven.map(|task| {
+                let service = self.clone();
+                Box::pin(async move { service.dispatch(task).await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            }),
+            tracker: self.tracker.clone(),
         };
         let wait = match wait_ms {
             Some(ms) => Duration::from_millis(ms.max(0) as u64),
@@ -214,6 +263,7 @@ impl InvocationService {
                 };
                 tokio::select! {
                     result = &mut rx => break result.unwrap_or_else(|_| Outcome::Error(evicted())),
+                    never = &mut driven => match never {},
                     () = tokio::time::sleep_until(deadline) => {
                         // Only the request that created the execution ends it; a replay with a
                         // shorter timeout just stops waiting (DECISIONS 4, B8).
@@ -290,7 +340,7 @@ impl InvocationService {
             return Err(InvokeError::AsyncDisabled);
         }
         match self.create_or_reuse(&function, input, Route::Queue).await? {
-            Admitted::New(id) | Admitted::Existing(id) => Ok(id),
+            Admitted::New(id, _) | Admitted::Existing(id) => Ok(id),
         }
     }
 
@@ -333,30 +383,35 @@ impl InvocationService {
         self.store
             .insert(task.clone())
             .map_err(|_| InvokeError::StoreFull)?;
-        if let Err(e) = self.admit(task, route).await {
-            // A refused admission leaves nothing behind; the claim is abandoned on drop.
-            self.store.remove(&execution_id);
-            return Err(e);
-        }
+        let driven = match self.admit(task, route).await {
+            Ok(driven) => driven,
+            Err(e) => {
+                // A refused admission leaves nothing behind; the claim is abandoned on drop.
+                self.store.remove(&execution_id);
+                return Err(e);
+            }
+        };
         if let Some(guard) = claim {
             guard.publish(execution_id.clone());
         }
-        Ok(Admitted::New(execution_id))
+        Ok(Admitted::New(execution_id, driven))
     }
 
-    async fn admit(self: &Arc<Self>, task: Task, route: Route) -> Result<(), InvokeError> {
+    /// Admits a new execution; returns the task when the caller is to drive its dispatch.
+    async fn admit(
+        self: &Arc<Self>,
+        task: Task,
+        route: Route,
+    ) -> Result<Option<Task>, InvokeError> {
         match route {
-            Route::SyncQueue => self.queue.admit_sync(task),
-            Route::Queue => self.enqueue(task),
-            Route::Inline => {
-                if task.function.effective_mode == ExecutionMode::Local {
-                    // An in-process echo completes at once: no task to spawn.
-                    self.dispatch(task).await;
-                } else {
-                    self.spawn_dispatch(task);
-                }
-                Ok(())
+            Route::SyncQueue => self.queue.admit_sync(task).map(|()| None),
+            Route::Queue => self.enqueue(task).map(|()| None),
+            Route::Inline if task.function.effective_mode == ExecutionMode::Local => {
+                // An in-process echo completes at once.
+                self.dispatch(task).await;
+                Ok(None)
             }
+            Route::Inline => Ok(Some(task)),
         }
     }
 

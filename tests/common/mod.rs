@@ -155,6 +155,22 @@ impl TestApp {
     }
 }
 
+/// Waits (bounded, 10 s) until `check` holds: for effects that land after an HTTP answer, such
+/// as the runtime's reply that follows an early callback.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// Finds `name{<labels>} value` (labels given exactly as printed) in Prometheus text.
 pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = format!("{name}{{{labels}}} ");
