@@ -14,16 +14,18 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the control plane and the example runtime as containers. In CI they
 # must run (a missing Docker Engine fails the build); elsewhere they run when Docker is there.
 if [ "${CI:-}" = "true" ] || docker info >/dev/null 2>&1; then
   echo "== images (static binaries FROM scratch)"
   TAG=local scripts/build-images.sh
 fi
+echo "== Kubernetes manifests (offline schema validation)"
+scripts/validate-k8s.sh
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast
 else
-  cargo test --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast
 fi

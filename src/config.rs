@@ -94,15 +94,47 @@ pub struct SyncQueueConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubernetesConfig {
+    /// `nanofaas.k8s.namespace`; unset = `pod_namespace`, else `default`.
     pub namespace: Option<String>,
+    /// `POD_NAMESPACE` (set from the downward API when the control plane runs in a cluster).
+    pub pod_namespace: Option<String>,
+    /// `nanofaas.k8s.callbackUrl`; blank = derived from the namespace (see `callback_url()`).
     pub callback_url: String,
     pub image_pull_policy: String,
+}
+
+impl KubernetesConfig {
+    /// Where function resources live: `nanofaas.k8s.namespace`, else `POD_NAMESPACE`, else
+    /// `default` (REFERENCE §5.6).
+    pub fn effective_namespace(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .or(self.pod_namespace.as_deref())
+            .unwrap_or("default")
+    }
+
+    /// `CALLBACK_URL` for function pods: the configured URL, else the `control-plane` Service
+    /// of the effective namespace (DECISIONS 4, fixing B12's hard-coded `default`).
+    pub fn effective_callback_url(&self) -> String {
+        if self.callback_url.trim().is_empty() {
+            format!(
+                "http://control-plane.{}.svc.cluster.local:8080/v1/internal/executions",
+                self.effective_namespace()
+            )
+        } else {
+            self.callback_url.trim().to_owned()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingConfig {
     pub poll_interval: Duration,
     pub default_target_in_flight_per_pod: u32,
+    /// The internal autoscaler does not scale up again sooner than this after a scale-up.
+    pub scale_up_cooldown: Duration,
+    /// The internal autoscaler does not scale down again sooner than this after a scale-down.
+    pub scale_down_cooldown: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +273,9 @@ impl Config {
             },
             k8s: KubernetesConfig {
                 namespace: r.string("nanofaas.k8s.namespace"),
+                pod_namespace: lookup("POD_NAMESPACE")
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty()),
                 callback_url: r.string("nanofaas.k8s.callbackUrl").unwrap_or_default(),
                 image_pull_policy: r
                     .string("nanofaas.k8s.image-pull-policy")
@@ -259,6 +294,14 @@ impl Config {
                     1,
                     1_000_000,
                 )? as u32,
+                scale_up_cooldown: r.duration(
+                    "nanofaas.scaling.scale-up-cooldown",
+                    Duration::from_secs(30),
+                )?,
+                scale_down_cooldown: r.duration(
+                    "nanofaas.scaling.scale-down-cooldown",
+                    Duration::from_secs(60),
+                )?,
             },
             container_local: ContainerLocalConfig {
                 bind_host: r
@@ -628,6 +671,45 @@ mod tests {
         assert_eq!(c.sync_queue.max_depth, 200);
         assert_eq!(c.pool_allowed_hosts, None);
         assert_eq!(c.deployment_default_backend, None);
+        assert!(!c.autoscaler_enabled);
+        assert_eq!(
+            c.scaling,
+            ScalingConfig {
+                poll_interval: Duration::from_secs(5),
+                default_target_in_flight_per_pod: 2,
+                scale_up_cooldown: Duration::from_secs(30),
+                scale_down_cooldown: Duration::from_secs(60),
+            }
+        );
+    }
+
+    #[test]
+    fn autoscaler_settings_are_read_from_their_variables() {
+        assert_eq!(
+            env_names("nanofaas.scaling.scale-up-cooldown")[0],
+            "NANOFAAS_SCALING_SCALE_UP_COOLDOWN"
+        );
+        let c = config(&[
+            ("NANOFAAS_AUTOSCALER_ENABLED", "true"),
+            ("NANOFAAS_SCALING_POLL_INTERVAL_MS", "200"),
+            ("NANOFAAS_SCALING_SCALE_UP_COOLDOWN", "1s"),
+            ("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "1500"),
+        ])
+        .unwrap();
+        assert!(c.autoscaler_enabled);
+        assert_eq!(c.scaling.poll_interval, Duration::from_millis(200));
+        assert_eq!(c.scaling.scale_up_cooldown, Duration::from_secs(1));
+        assert_eq!(c.scaling.scale_down_cooldown, Duration::from_millis(1500));
+        // Spring's relaxed form, and ISO-8601; zero turns the cooldown off.
+        let c = config(&[
+            ("NANOFAAS_SCALING_SCALEUPCOOLDOWN", "PT0.5S"),
+            ("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.scaling.scale_up_cooldown, Duration::from_millis(500));
+        assert_eq!(c.scaling.scale_down_cooldown, Duration::ZERO);
+        let err = config(&[("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "soon")]).unwrap_err();
+        assert_eq!(err.variable, "NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN");
     }
 
     #[test]
@@ -720,5 +802,38 @@ mod tests {
         assert!(allowed("127.0.0.1"));
         assert!(!allowed("127.0.0.2"));
         assert!(!allowed("evil.example"));
+    }
+
+    #[test]
+    fn kubernetes_namespace_and_callback_url_fall_back_in_order() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.k8s.effective_namespace(), "default");
+        assert_eq!(
+            c.k8s.effective_callback_url(),
+            "http://control-plane.default.svc.cluster.local:8080/v1/internal/executions"
+        );
+        assert_eq!(c.k8s.image_pull_policy, "Always");
+        let c = config(&[("POD_NAMESPACE", " nanofaas ")]).unwrap();
+        assert_eq!(c.k8s.effective_namespace(), "nanofaas");
+        assert_eq!(
+            c.k8s.effective_callback_url(),
+            "http://control-plane.nanofaas.svc.cluster.local:8080/v1/internal/executions"
+        );
+        let c = config(&[
+            ("POD_NAMESPACE", "nanofaas"),
+            ("NANOFAAS_K8S_NAMESPACE", "functions"),
+            (
+                "NANOFAAS_K8S_CALLBACK_URL",
+                "http://cp.example:8080/v1/internal/executions",
+            ),
+            ("NANOFAAS_K8S_IMAGE_PULL_POLICY", "IfNotPresent"),
+        ])
+        .unwrap();
+        assert_eq!(c.k8s.effective_namespace(), "functions");
+        assert_eq!(
+            c.k8s.effective_callback_url(),
+            "http://cp.example:8080/v1/internal/executions"
+        );
+        assert_eq!(c.k8s.image_pull_policy, "IfNotPresent");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod autoscaler;
 pub mod config;
 pub mod deploy;
 pub mod dispatch;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::RateLimiter;
 use crate::api::management::Health;
+use crate::autoscaler::Autoscaler;
 use crate::config::{Config, DeploymentBackend};
 use crate::deploy::container_local::ContainerLocalProvider;
 use crate::deploy::{DeploymentProvider, Providers};
@@ -59,6 +61,8 @@ pub struct App {
     pub state: AppState,
     api: Router,
     management: Router,
+    /// The internal autoscaler, when `NANOFAAS_AUTOSCALER_ENABLED` (started by `serve`).
+    autoscaler: Option<Arc<Autoscaler>>,
 }
 
 impl App {
@@ -94,6 +98,16 @@ impl App {
         registry.add_listener(metrics.clone());
         registry.add_listener(queue.clone());
         metrics.add_section(queue.clone());
+        let autoscaler = config.autoscaler_enabled.then(|| {
+            let autoscaler = Arc::new(Autoscaler::new(
+                registry.clone(),
+                queue.clone(),
+                &config.scaling,
+            ));
+            registry.add_listener(autoscaler.clone());
+            metrics.add_section(autoscaler.clone());
+            autoscaler
+        });
         let dispatcher =
             Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
         let invocations = InvocationService::new(invocation::Parts {
@@ -120,6 +134,7 @@ impl App {
             api: api::router(state.clone()),
             management: api::management::router(state.clone()),
             state,
+            autoscaler,
         })
     }
 
@@ -154,7 +169,14 @@ fn deploy_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn DeploymentPro
             ContainerLocalProvider::new(config.container_local.clone())
                 .context("connecting to the container engine")?,
         )],
-        Some(DeploymentBackend::Kubernetes) => Vec::new(),
+        Some(DeploymentBackend::Kubernetes) => vec![Arc::new(
+            crate::deploy::kubernetes::KubernetesProvider::connect(
+                &config.k8s,
+                config.image_validator_enabled,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND=k8s")?,
+        )],
     })
 }
 
@@ -204,6 +226,8 @@ impl BoundApp {
         for provider in state.registry.providers().all() {
             provider.start().await;
         }
+        // After the backends started: the autoscaler reads and scales through them.
+        let autoscaler = app.autoscaler.map(Autoscaler::spawn);
         state.health.set_ready(true);
         tracing::info!("control plane ready");
 
@@ -211,6 +235,9 @@ impl BoundApp {
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         state.health.set_ready(false);
         stop_api.cancel();
+        if let Some(autoscaler) = &autoscaler {
+            autoscaler.cancel();
+        }
         let deadline = tokio::time::Instant::now() + grace;
         let api_result = tokio::time::timeout_at(deadline, api_server).await;
         if api_result.is_err() {
@@ -226,6 +253,10 @@ impl BoundApp {
                 in_flight = tracker.len(),
                 "grace period over with dispatches still running"
             );
+        }
+        if let Some(autoscaler) = autoscaler {
+            // A scaling step in progress finishes before the backends stop.
+            autoscaler.join(Duration::from_secs(10)).await;
         }
         for provider in state.registry.providers().all() {
             if tokio::time::timeout_at(deadline + Duration::from_secs(10), provider.stop())

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Stub, TestApp, eventually, metric_value};
 use serde_json::{Value, json};
 

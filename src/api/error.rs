@@ -176,6 +176,7 @@ impl From<DeployError> for ApiError {
             DeployError::ImageNotFound(m) => ApiError::ImageNotFound(m),
             DeployError::ImagePullAuthRequired(m) => ApiError::ImagePullAuthRequired(m),
             DeployError::ImageRegistryUnavailable(m) => ApiError::ImageRegistryUnavailable(m),
+            DeployError::Conflict(m) => ApiError::Conflict(m),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! submodules and are chosen at start-up from `NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND`.
 
 pub mod container_local;
+pub mod kubernetes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +49,10 @@ pub enum DeployError {
     /// Image validation: 503 IMAGE_REGISTRY_UNAVAILABLE.
     #[error("{0}")]
     ImageRegistryUnavailable(String),
+    /// The function would share the backend's resources with another function (e.g. both
+    /// names derive the same Kubernetes name): 409.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A backend that runs DEPLOYMENT functions. Every method may do I/O and is awaited off the
