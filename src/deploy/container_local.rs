@@ -90,23 +90,11 @@ impl Replicas {
 /// `nanofaas-<name>-r<i>` (lower-case, DNS-safe), with the instance when it is not `default`.
 pub fn container_name(instance: &str, function: &str, index: usize) -> String {
     let safe = |s: &str| {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            let c = c.to_ascii_lowercase();
-            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            };
-            if !(c == '-' && out.ends_with('-')) {
-                out.push(c);
-            }
-        }
-        let trimmed = out.trim_matches('-').to_owned();
-        if trimmed.is_empty() {
+        let safe = super::dns_safe(s);
+        if safe.is_empty() {
             "fn".to_owned()
         } else {
-            trimmed
+            safe
         }
     };
     if instance == "default" {

@@ -105,19 +105,7 @@ pub fn label_value(function: &str) -> String {
 /// `imgval-<normalised name>-<suffix>` (REFERENCE §5.5): lower-cased, `[^a-z0-9-]` → `-`, runs of
 /// `-` collapsed, trimmed, the name part shortened so the whole stays within 63 characters.
 pub fn validation_pod_name(function: &str, suffix: &str) -> String {
-    let mut normalised = String::with_capacity(function.len());
-    for c in function.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && normalised.ends_with('-')) {
-            normalised.push(c);
-        }
-    }
-    let normalised = normalised.trim_matches('-');
+    let normalised = super::dns_safe(function);
     let room = 63usize.saturating_sub("imgval-".len() + 1 + suffix.len());
     let normalised = normalised[..normalised.len().min(room)].trim_end_matches('-');
     if normalised.is_empty() {
@@ -479,21 +467,6 @@ fn registry_unavailable(image: &str, detail: &str) -> DeployError {
     ))
 }
 
-/// An error and its causes on one line, without repeating a cause already quoted.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Maps a client error: a refusal by the API server (a `Status`) is `Failed` with its message,
 /// except 502/503/504 (the API server or its proxy is unavailable); anything that kept the
 /// request from being answered (connection, TLS, timeout, credentials plugin) is `Unavailable`.
@@ -520,9 +493,10 @@ fn k8s_error(e: kube::Error, action: &str) -> DeployError {
         kube::Error::SerdeError(e) => DeployError::Failed(format!(
             "Unexpected Kubernetes API response to {action}: {e}"
         )),
-        other => {
-            DeployError::Unavailable(format!("Kubernetes API unavailable: {}", describe(&other)))
-        }
+        other => DeployError::Unavailable(format!(
+            "Kubernetes API unavailable: {}",
+            crate::dispatch::error_chain(&other)
+        )),
     }
 }
 
@@ -572,7 +546,10 @@ impl KubernetesProvider {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())
-                    .and_then(|rt| rt.block_on(kube::Config::infer()).map_err(|e| describe(&e)));
+                    .and_then(|rt| {
+                        rt.block_on(kube::Config::infer())
+                            .map_err(|e| crate::dispatch::error_chain(&e))
+                    });
                 let _ = tx.send(result);
             })
             .map_err(|e| format!("cannot start the Kubernetes configuration reader: {e}"))?;
@@ -771,7 +748,7 @@ impl ImageProbe {
         };
         if let Err(e) = self.pods.delete(&name, &now).await {
             if !is_not_found(&e) {
-                tracing::warn!(pod = name, error = %describe(&e), "deleting the image-validation pod failed");
+                tracing::warn!(pod = name, error = %crate::dispatch::error_chain(&e), "deleting the image-validation pod failed");
             }
         }
         outcome
@@ -912,7 +889,7 @@ impl DeploymentProvider for KubernetesProvider {
                     "Kubernetes API reachable"
                 ),
                 Ok(Err(e)) => tracing::warn!(
-                    error = %describe(&e),
+                    error = %crate::dispatch::error_chain(&e),
                     "Kubernetes API not reachable; DEPLOYMENT registrations fail with 503 until it is"
                 ),
                 Err(_) => tracing::warn!(

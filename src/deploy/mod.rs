@@ -14,6 +14,24 @@ use crate::registry::spec::FunctionSpec;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// `text` as a DNS-label-safe word: lower-case, every character outside `[a-z0-9]` becomes `-`,
+/// runs of `-` collapse and leading/trailing `-` go (may be empty).
+pub fn dns_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
 /// Replicas a provider balances invocations over itself (container-local), so the dispatcher
 /// calls a replica directly instead of going through a proxy.
 pub trait ReplicaSet: Send + Sync + std::fmt::Debug {

@@ -188,8 +188,8 @@ fn transport_failure(e: &reqwest::Error, timeout_ms: u64) -> DispatchReply {
     DispatchReply::failure("POOL_ERROR", error_chain(e))
 }
 
-/// `error: cause: root cause`, without type names.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `error: cause: root cause` on one line, without type names or a cause already quoted.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

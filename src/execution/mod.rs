@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::model::{
-    ErrorInfo, ExecutionState, ExecutionStatus, InvocationResponse, InvocationStatus, Json,
-    format_instant,
+    ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, InvocationResponse, InvocationStatus,
+    Json, format_instant,
 };
 use crate::registry::RegisteredFunction;
 
@@ -206,6 +206,16 @@ impl ExecutionRecord {
         self.init_duration_ms = None;
         self.cleaned = false;
         Some(task)
+    }
+
+    /// Records how the final attempt started (cold or warm), once; returns it for the metrics.
+    pub fn count_start(&mut self, cold: Option<ColdStart>) -> Option<ColdStart> {
+        self.start_kind_counted = true;
+        if let Some(c) = cold {
+            self.cold_start = true;
+            self.init_duration_ms = Some(c.init_duration_ms.unwrap_or(0));
+        }
+        cold
     }
 
     pub fn status(&self) -> ExecutionStatus {

@@ -198,12 +198,7 @@ impl ExecutionStore {
                 && !record.start_kind_counted
                 && record.final_attempt == Some(attempt)
             {
-                record.start_kind_counted = true;
-                if let Some(cold) = c.cold_start {
-                    record.cold_start = true;
-                    record.init_duration_ms = Some(cold.init_duration_ms.unwrap_or(0));
-                }
-                Some(c.cold_start)
+                Some(record.count_start(c.cold_start))
             } else {
                 None
             };
@@ -242,12 +237,7 @@ impl ExecutionStore {
         // A callback that beats the runtime's HTTP reply cannot know about a cold start: the
         // reply still to come decides (DECISIONS 4, B11). Otherwise count now.
         let start = if c.from_dispatcher || !was_dispatched {
-            record.start_kind_counted = true;
-            if let Some(cold) = c.cold_start {
-                record.cold_start = true;
-                record.init_duration_ms = Some(cold.init_duration_ms.unwrap_or(0));
-            }
-            Some(c.cold_start)
+            Some(record.count_start(c.cold_start))
         } else {
             None
         };
