@@ -221,23 +221,21 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
             },
+            // Non-positive HTTP client values mean "the default", as in Java.
             http_client: HttpClientConfig {
-                connect_timeout: Duration::from_millis(r.int(
+                connect_timeout: Duration::from_millis(r.positive_int(
                     "nanofaas.http-client.connect-timeout-ms",
                     5000,
-                    1,
                     3_600_000,
                 )?),
-                read_timeout: Duration::from_millis(r.int(
+                read_timeout: Duration::from_millis(r.positive_int(
                     "nanofaas.http-client.read-timeout-ms",
                     30_000,
-                    1,
                     u64::from(u32::MAX),
                 )?),
-                max_response_bytes: (r.int(
+                max_response_bytes: (r.positive_int(
                     "nanofaas.http-client.max-in-memory-size-mb",
                     16,
-                    1,
                     1024,
                 )? as usize)
                     << 20,
@@ -432,6 +430,20 @@ impl Reader<'_> {
         }
     }
 
+    /// An integer where zero or a negative value means "use the default".
+    fn positive_int(&self, key: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some((name, value)) => match value.trim().parse::<i64>() {
+                _ if value.trim().is_empty() => Ok(default),
+                Ok(v) if v <= 0 => Ok(default),
+                Ok(v) if v as u64 <= max => Ok(v as u64),
+                Ok(_) => Err(Self::fail(name, value, format!("expected at most {max}"))),
+                Err(_) => Err(Self::fail(name, value, "expected an integer")),
+            },
+        }
+    }
+
     fn port(&self, key: &str, default: u16) -> Result<u16, ConfigError> {
         Ok(self.int(key, u64::from(default), 0, 65535)? as u16)
     }
@@ -447,6 +459,14 @@ impl Reader<'_> {
 
     /// A duration where zero or negative means "use the default" (REFERENCE §3.7).
     fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        if let Some((_, value)) = self.raw(key) {
+            let v = value.trim().to_ascii_uppercase();
+            let negative = v.starts_with('-') || v.starts_with("PT-");
+            if negative && parse_duration(&v.replacen('-', "", 1), Duration::from_millis(1)).is_ok()
+            {
+                return Ok(default);
+            }
+        }
         let d = self.duration(key, default)?;
         Ok(if d.is_zero() { default } else { d })
     }
@@ -765,6 +785,20 @@ mod tests {
         assert_eq!(c.execution_store.ttl, Duration::from_secs(10));
         let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "0")]).unwrap();
         assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+        let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "-5s")]).unwrap();
+        assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+        // Non-positive HTTP client settings fall back to their defaults, as in Java.
+        let c = config(&[
+            ("NANOFAAS_HTTP_CLIENT_CONNECT_TIMEOUT_MS", "0"),
+            ("NANOFAAS_HTTP_CLIENT_READ_TIMEOUT_MS", "-1"),
+            ("NANOFAAS_HTTP_CLIENT_MAX_IN_MEMORY_SIZE_MB", "-1"),
+        ])
+        .unwrap();
+        assert_eq!(c.http_client.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.http_client.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_client.max_response_bytes, 16 << 20);
+        let c = config(&[("NANOFAAS_HTTP_CLIENT_CONNECT_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(c.http_client.connect_timeout, Duration::from_millis(250));
     }
 
     #[test]

@@ -379,3 +379,39 @@ async fn an_early_callback_keeps_the_slot_until_the_runtime_answers() {
     );
     assert_eq!(status_of(&app, &first).await, "success");
 }
+
+#[tokio::test]
+async fn a_late_slot_release_of_a_deleted_function_does_not_free_a_slot_of_its_successor() {
+    let app = TestApp::with_env(&[ASYNC]).await;
+    let old = Stub::start(&app.base).await;
+    let new = Stub::start(&app.base).await;
+    app.pool("f", &old.url("/slow/400"), json!({"concurrency": 1}))
+        .await;
+    enqueue_id(&app, "f", json!(0)).await;
+    eventually("old dispatched", || async { old.requests().len() == 1 }).await;
+    let r = app
+        .client
+        .delete(format!("{}/v1/functions/f", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    app.pool("f", &new.url("/track/300"), json!({"concurrency": 1}))
+        .await;
+    let ids = [
+        enqueue_id(&app, "f", json!(1)).await,
+        enqueue_id(&app, "f", json!(2)).await,
+        enqueue_id(&app, "f", json!(3)).await,
+    ];
+    for id in &ids {
+        eventually("success", || async {
+            status_of(&app, id).await == "success"
+        })
+        .await;
+    }
+    assert_eq!(
+        *new.in_flight.lock().unwrap(),
+        (0, 1),
+        "the new function exceeded its concurrency"
+    );
+}

@@ -129,6 +129,63 @@ async fn a_long_queue_wait_is_429_timeout() {
 }
 
 #[tokio::test]
+async fn a_retry_waiting_in_the_queue_is_not_timed_out_by_the_sync_queue_wait() {
+    let app = TestApp::with_env(&[
+        SYNC,
+        ("SYNC_QUEUE_MAX_QUEUE_WAIT", "500ms"),
+        ("SYNC_QUEUE_ADMISSION_ENABLED", "false"),
+    ])
+    .await;
+    let stub = Stub::start(&app.base).await;
+    app.pool(
+        "f",
+        &stub.url("/script"),
+        json!({"concurrency": 1, "maxRetries": 2}),
+    )
+    .await;
+    // B fails its first attempt after 200 ms; A takes the slot for 1.5 s meanwhile, so B's
+    // retry waits in the (async) queue past B's sync-queue wait limit.
+    let client = app.client.clone();
+    let url = format!("{}/v1/functions/f:invoke", app.base);
+    let b = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .json(&json!({"input": {"sleepMs": 200, "failFirst": true}}))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    eventually("B dispatched", || async { stub.requests().len() == 1 }).await;
+    let a = app.invoke("f", json!({"input": {"sleepMs": 1500}})).await;
+    assert_eq!(a.status(), 200);
+    let (status, body) = b.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output"]["attempt"], "2");
+}
+
+#[tokio::test]
+async fn an_empty_queue_admits_even_when_the_slots_are_busy() {
+    let app = TestApp::with_env(&[SYNC, ("SYNC_QUEUE_MAX_QUEUE_WAIT", "10s")]).await;
+    let stub = Stub::start(&app.base).await;
+    app.pool("f", &stub.url("/slow/300"), json!({"concurrency": 1}))
+        .await;
+    let first = spawn_invoke(&app, "f", &[]);
+    eventually("dispatched", || async { stub.requests().len() == 1 }).await;
+    // Nothing is queued: admitted, it waits for the slot.
+    let second = spawn_invoke(&app, "f", &[]);
+    eventually("queued", || async {
+        app.scrape().await.contains("sync_queue_depth 1.0")
+    })
+    .await;
+    // One queued ahead at one dispatch per 30 s: the estimate is far past 2 s.
+    let third = app.invoke("f", json!({"input": 3})).await;
+    assert_rejected(third, "est_wait", "2").await;
+    assert_eq!(first.await.unwrap().status(), 200);
+    assert_eq!(second.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn runtime_config_is_404_unless_enabled() {
     let app = TestApp::spawn().await;
     let r = app
@@ -156,7 +213,7 @@ async fn runtime_config_get_validate_and_patch() {
         .unwrap();
     assert_eq!(
         snapshot,
-        json!({"revision":0,"rateMaxPerSecond":1000,"syncQueueEnabled":false,"syncQueueAdmissionEnabled":true,
+        json!({"revision":0,"rateMaxPerSecond":1000,"syncQueueEnabled":false,"syncQueueAdmissionEnabled":false,
                "syncQueueMaxEstimatedWait":"PT2S","syncQueueMaxQueueWait":"PT2S","syncQueueRetryAfterSeconds":2})
     );
     let post = |path: &str, body: Value| app.client.post(format!("{url}{path}")).json(&body).send();

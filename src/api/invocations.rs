@@ -163,9 +163,7 @@ pub async fn complete(
     }
     // Runtimes are trusted to send JSON; the content type is not insisted upon.
     let callback: CallbackBody = json_object(&body_bytes(body)?)?;
-    let (result, _timed_out) = callback
-        .into_result()
-        .map_err(|reason| ApiError::BadRequest(format!("Invalid callback: {reason}")))?;
+    let (result, _timed_out) = callback.into_result();
     state
         .invocations
         .complete_from_callback(id, attempt_header(&headers), result);

@@ -168,9 +168,7 @@ impl Providers {
         }
         match candidates.len() {
             0 => Err(DeployError::Unavailable(format!(
-                "No managed deployment provider available for function '{}'. Set \
-                 NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND=container-local or =k8s to run DEPLOYMENT \
-                 functions, or give an endpointUrl to run it as POOL",
+                "No managed deployment provider available for function '{}'",
                 spec.name
             ))),
             1 => Ok(candidates.remove(0)),

@@ -38,9 +38,11 @@ pub struct Task {
     pub trace_id: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
-    /// Set by the queue when it took a concurrency slot for this attempt; the dispatch releases
-    /// it when its exchange with the runtime ends.
-    pub holds_slot: bool,
+    /// The generation of the function queue whose concurrency slot this attempt holds (set by
+    /// the queue); the dispatch releases it when its exchange with the runtime ends. A queue
+    /// re-created by delete + register has a new generation, so a late release cannot free a
+    /// slot of the new one.
+    pub slot: Option<u64>,
 }
 
 /// How an execution ended, as delivered to the waiters of a sync invocation.
@@ -193,7 +195,7 @@ impl ExecutionRecord {
         task.attempt += 1;
         task.idempotency_key = None;
         task.enqueued_at = Instant::now();
-        task.holds_slot = false;
+        task.slot = None;
         self.attempt = task.attempt;
         self.enqueued_at = task.enqueued_at;
         self.task = Some(task.clone());
@@ -268,7 +270,7 @@ mod tests {
             trace_id: None,
             attempt: 1,
             enqueued_at: Instant::now(),
-            holds_slot: false,
+            slot: None,
         })
     }
 

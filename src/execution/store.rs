@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{ExecutionRecord, Outcome, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
+use crate::invocation::idempotency::Liveness;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus};
 use crate::registry::{RegisteredFunction, lock};
 
@@ -141,6 +142,15 @@ impl ExecutionStore {
 
     pub fn contains(&self, execution_id: &str) -> bool {
         lock(&self.inner).records.contains_key(execution_id)
+    }
+
+    /// Whether an execution is gone, running (not terminal) or finished.
+    pub fn liveness(&self, execution_id: &str) -> Liveness {
+        match lock(&self.inner).records.get(execution_id) {
+            None => Liveness::Gone,
+            Some(r) if r.is_terminal() => Liveness::Finished,
+            Some(_) => Liveness::Running,
+        }
     }
 
     pub fn status(&self, execution_id: &str) -> Option<ExecutionStatus> {
@@ -371,7 +381,7 @@ mod tests {
             trace_id: None,
             attempt: 1,
             enqueued_at: Instant::now(),
-            holds_slot: false,
+            slot: None,
         }
     }
 

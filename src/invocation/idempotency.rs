@@ -41,6 +41,15 @@ enum EntryState {
     Published(Arc<str>),
 }
 
+/// What the execution store says of a published execution id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Evicted: the key may be claimed again.
+    Gone,
+    Running,
+    Finished,
+}
+
 /// The answer to a lookup.
 pub enum Claim {
     /// This request owns the key: create the execution, then [`ClaimGuard::publish`].
@@ -127,13 +136,14 @@ impl IdempotencyStore {
         self.len() == 0
     }
 
-    /// Claims `function:key`, or finds the live execution it maps to. `is_live` tells whether a
-    /// published execution id is still in the execution store (evicted ones are replaced).
+    /// Claims `function:key`, or finds the live execution it maps to. `liveness` tells what the
+    /// execution store holds for a published id: evicted ones are replaced, and keys of running
+    /// executions are never evicted to honour the cap (that would dispatch them twice).
     pub async fn claim(
         self: &Arc<Self>,
         function: &str,
         key: &str,
-        is_live: impl Fn(&str) -> bool,
+        liveness: impl Fn(&str) -> Liveness,
     ) -> Claim {
         let full_key: Arc<str> = Arc::from(format!("{function}:{key}"));
         loop {
@@ -151,10 +161,14 @@ impl IdempotencyStore {
                     }
                 });
                 match current.flatten() {
-                    Some(Ok(id)) if is_live(&id) => return Claim::Replay(id),
+                    Some(Ok(id)) if liveness(&id) != Liveness::Gone => return Claim::Replay(id),
                     Some(Err(notify)) => notify,
                     // Absent, expired, or published for an evicted execution: take it over.
-                    _ => return Claim::Owner(self.insert_claim(&mut inner, full_key, now)),
+                    _ => {
+                        return Claim::Owner(
+                            self.insert_claim(&mut inner, full_key, now, &liveness),
+                        );
+                    }
                 }
             };
             let notified = notify.notified();
@@ -176,8 +190,9 @@ impl IdempotencyStore {
         inner: &mut Inner,
         key: Arc<str>,
         now: Instant,
+        liveness: &dyn Fn(&str) -> Liveness,
     ) -> ClaimGuard {
-        self.evict(inner, now);
+        self.evict(inner, now, liveness);
         let token = inner.bump();
         let seq = token;
         inner.entries.insert(
@@ -200,9 +215,10 @@ impl IdempotencyStore {
         }
     }
 
-    /// Drops expired entries, and the oldest published ones while at the cap. Pending claims are
-    /// never evicted: their owners are mid-request.
-    fn evict(&self, inner: &mut Inner, now: Instant) {
+    /// Drops expired entries, and the oldest published ones while at the cap. Pending claims and
+    /// keys of running executions are never evicted: their work is under way (the cap may be
+    /// exceeded by them, bounded by the execution store's own cap).
+    fn evict(&self, inner: &mut Inner, now: Instant, liveness: &dyn Fn(&str) -> Liveness) {
         let mut budget = inner.order.len();
         while budget > 0 {
             budget -= 1;
@@ -215,11 +231,14 @@ impl IdempotencyStore {
             if entry.seq != seq {
                 continue;
             }
-            let pending = matches!(entry.state, EntryState::Pending { .. });
+            let pending = match &entry.state {
+                EntryState::Pending { .. } => true,
+                EntryState::Published(id) => liveness(id) == Liveness::Running,
+            };
             let over_cap = inner.entries.len() >= self.max_entries;
             if pending {
                 if over_cap {
-                    // Keep the claim, look past it.
+                    // Keep it, look past it.
                     inner.order.push_back((key, seq));
                     continue;
                 }
@@ -251,8 +270,8 @@ impl IdempotencyStore {
 mod tests {
     use super::*;
 
-    fn live(_: &str) -> bool {
-        true
+    fn live(_: &str) -> Liveness {
+        Liveness::Finished
     }
 
     #[tokio::test]
@@ -310,7 +329,7 @@ mod tests {
         };
         g.publish(Arc::from("gone"));
         assert!(matches!(
-            store.claim("f", "k", |_| false).await,
+            store.claim("f", "k", |_| Liveness::Gone).await,
             Claim::Owner(_)
         ));
     }
@@ -331,6 +350,29 @@ mod tests {
         store.evict_expired();
         assert_eq!(store.len(), 0);
         assert!(matches!(store.claim("f", "k", live).await, Claim::Owner(_)));
+    }
+
+    #[tokio::test]
+    async fn keys_of_running_executions_survive_the_cap() {
+        let store = IdempotencyStore::new(2);
+        let running = |id: &str| {
+            if id == "e0" {
+                Liveness::Running
+            } else {
+                Liveness::Finished
+            }
+        };
+        for i in 0..5 {
+            let Claim::Owner(g) = store.claim("f", &format!("k{i}"), running).await else {
+                panic!()
+            };
+            g.publish(Arc::from(format!("e{i}")));
+        }
+        match store.claim("f", "k0", running).await {
+            Claim::Replay(id) => assert_eq!(&*id, "e0"),
+            Claim::Owner(_) => panic!("the running execution's key was evicted"),
+        }
+        assert!(store.len() <= 3);
     }
 
     #[tokio::test]

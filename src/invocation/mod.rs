@@ -265,8 +265,10 @@ impl InvocationService {
                     result = &mut rx => break result.unwrap_or_else(|_| Outcome::Error(evicted())),
                     never = &mut driven => match never {},
                     () = tokio::time::sleep_until(deadline) => {
-                        // Only the request that created the execution ends it; a replay with a
-                        // shorter timeout just stops waiting (DECISIONS 4, B8).
+                        // Every wait that times out counts (REFERENCE §3.2). Only the request
+                        // that created the execution ends it; a replay with a shorter timeout just
+                        // stops waiting (DECISIONS 4, B8).
+                        self.metrics.for_function(&function).timeout.inc();
                         if created {
                             self.end_waiting(&function, &execution_id, Abort::Timeout);
                         }
@@ -297,7 +299,8 @@ impl InvocationService {
     /// it is never dispatched (DECISIONS 4, B7). A queue-wait expiry ends only a task that was
     /// still queued. Returns whether the execution was ended here.
     fn end_waiting(&self, function: &RegisteredFunction, id: &str, reason: Abort) -> bool {
-        let was_queued = self.queue.cancel(function.name(), id);
+        let queue_wait = matches!(reason, Abort::QueueTimeout);
+        let was_queued = self.queue.cancel(function.name(), id, queue_wait);
         match reason {
             Abort::QueueTimeout if !was_queued => false,
             Abort::QueueTimeout => {
@@ -314,7 +317,6 @@ impl InvocationService {
             }
             reason => match self.store.abort(id, reason) {
                 Some(mut f) => {
-                    self.metrics.for_function(function).timeout.inc();
                     f.wake();
                     true
                 }
@@ -357,7 +359,7 @@ impl InvocationService {
                 let store = &self.store;
                 match self
                     .idempotency
-                    .claim(function.name(), k, |id| store.contains(id))
+                    .claim(function.name(), k, |id| store.liveness(id))
                     .await
                 {
                     Claim::Replay(id) => return Ok(Admitted::Existing(id)),
@@ -378,7 +380,7 @@ impl InvocationService {
             trace_id: input.trace_id.map(Arc::from),
             attempt: 1,
             enqueued_at: Instant::now(),
-            holds_slot: false,
+            slot: None,
         };
         self.store
             .insert(task.clone())
@@ -453,8 +455,8 @@ impl InvocationService {
                 from_dispatcher: true,
             });
         }
-        if task.holds_slot {
-            self.queue.release_slot(task.function.name());
+        if let Some(generation) = task.slot {
+            self.queue.release_slot(task.function.name(), generation);
         }
     }
 

@@ -106,9 +106,12 @@ struct Inner {
     queues: HashMap<String, FunctionQueue>,
     sync_depth: usize,
     global_rate: RateWindow,
+    next_generation: u64,
 }
 
 struct FunctionQueue {
+    /// Tells this queue from an earlier one of a function of the same name.
+    generation: u64,
     items: VecDeque<Queued>,
     async_len: usize,
     capacity: usize,
@@ -150,6 +153,7 @@ impl QueueManager {
                 queues: HashMap::new(),
                 sync_depth: 0,
                 global_rate: RateWindow::new(config.throughput_window, Instant::now()),
+                next_generation: 0,
             }),
             spawn: OnceLock::new(),
             store,
@@ -187,6 +191,7 @@ impl QueueManager {
             queues,
             sync_depth,
             global_rate,
+            ..
         } = inner;
         let Some(q) = queues.get_mut(name) else {
             return Vec::new();
@@ -206,7 +211,7 @@ impl QueueManager {
             q.rate.record(now);
             global_rate.record(now);
             let mut task = item.task;
-            task.holds_slot = true;
+            task.slot = Some(q.generation);
             ready.push(task);
         }
         ready
@@ -256,11 +261,7 @@ impl QueueManager {
                 return reject(RejectReason::Depth);
             }
             if self.sync.admission_enabled() {
-                let ahead = if q.in_flight < q.effective && q.items.is_empty() {
-                    0
-                } else {
-                    q.items.len() + 1
-                };
+                let ahead = q.items.len();
                 let samples = q.rate.count(now);
                 let function_rate = q.rate.rate(now);
                 let estimate =
@@ -279,11 +280,15 @@ impl QueueManager {
         Ok(())
     }
 
-    /// Returns one slot of `name` and starts whatever it frees up.
-    pub fn release_slot(&self, name: &str) {
+    /// Returns one slot of `name` (taken from queue `generation`) and starts what it frees up.
+    pub fn release_slot(&self, name: &str, generation: u64) {
         let ready = {
             let mut inner = lock(&self.inner);
-            let Some(q) = inner.queues.get_mut(name) else {
+            let Some(q) = inner
+                .queues
+                .get_mut(name)
+                .filter(|q| q.generation == generation)
+            else {
                 return;
             };
             q.in_flight = q.in_flight.saturating_sub(1);
@@ -292,8 +297,10 @@ impl QueueManager {
         self.start(ready);
     }
 
-    /// Removes a still-queued execution (its caller gave up); true if it was queued.
-    pub fn cancel(&self, name: &str, execution_id: &str) -> bool {
+    /// Removes a still-queued execution (its caller gave up); true if it was queued. With
+    /// `sync_only`, only a sync-queue item is removed: a retry waiting in the async queue has no
+    /// queue-wait limit (REFERENCE §3.5, §5.2).
+    pub fn cancel(&self, name: &str, execution_id: &str, sync_only: bool) -> bool {
         let mut inner = lock(&self.inner);
         let Inner {
             queues, sync_depth, ..
@@ -304,7 +311,7 @@ impl QueueManager {
         match q
             .items
             .iter()
-            .position(|i| &*i.task.execution_id == execution_id)
+            .position(|i| &*i.task.execution_id == execution_id && (i.sync || !sync_only))
         {
             Some(index) => q.remove_at(index, sync_depth).is_some(),
             None => false,
@@ -332,12 +339,12 @@ impl QueueManager {
         }
     }
 
-    /// (queued, in flight) of a function, for the autoscaler.
+    /// (queued async tasks, in flight) of a function, for the autoscaler (REFERENCE §5.3).
     pub fn load(&self, name: &str) -> (usize, u32) {
         lock(&self.inner)
             .queues
             .get(name)
-            .map_or((0, 0), |q| (q.items.len(), q.in_flight))
+            .map_or((0, 0), |q| (q.async_len, q.in_flight))
     }
 }
 
@@ -353,7 +360,10 @@ impl FunctionLifecycle for QueueManager {
                 ConcurrencyControlMode::Fixed => (m, 0),
                 _ => (m, t.unwrap_or(0).max(0) as u32),
             });
+        let mut inner = lock(&self.inner);
+        inner.next_generation += 1;
         let queue = FunctionQueue {
+            generation: inner.next_generation,
             items: VecDeque::new(),
             async_len: 0,
             capacity: spec.queue_size as usize,
@@ -364,9 +374,7 @@ impl FunctionLifecycle for QueueManager {
             target_per_pod: target,
             rate: RateWindow::new(self.window, Instant::now()),
         };
-        lock(&self.inner)
-            .queues
-            .insert(function.name().to_owned(), queue);
+        inner.queues.insert(function.name().to_owned(), queue);
         Ok(())
     }
 
@@ -418,7 +426,7 @@ impl MetricsSection for QueueManager {
                 .iter()
                 .map(|(name, q)| GaugeRow {
                     function: escape_label(name),
-                    queued: q.items.len(),
+                    queued: q.async_len,
                     in_flight: q.in_flight,
                     effective: q.effective,
                     target: q.target_per_pod,

@@ -179,6 +179,14 @@ impl Registry {
                     effective_mode = ExecutionMode::Pool;
                     degradation_reason = Some(reason);
                 }
+                // DECISIONS 9: the refusal says how to configure a backend.
+                Err(DeployError::Unavailable(reason)) if self.providers.all().is_empty() => {
+                    return Err(DeployError::Unavailable(format!(
+                        "{reason}. Set NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND=container-local or =k8s \
+                         to run DEPLOYMENT functions, or give an endpointUrl to run it as POOL"
+                    ))
+                    .into());
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -493,6 +493,24 @@ pub(crate) fn lenient_float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f6
     }
 }
 
+/// Booleans as Jackson reads them: `true`/`false`, or a string holding one.
+pub(crate) fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
+        Some(serde_json::Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(D::Error::custom(format!("expected a boolean, got \"{s}\""))),
+        },
+        Some(other) => Err(D::Error::custom(format!(
+            "expected a boolean, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
 /// Strings as Jackson reads them: a string, or a scalar number/boolean turned into its text.
 pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     use serde::de::Error;

@@ -15,6 +15,7 @@ use crate::config::{Config, format_iso_duration, parse_iso_duration};
 use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::registry::lock;
+use crate::registry::spec::{lenient_bool, lenient_int};
 
 /// The live settings (GET body; `effectiveConfig` of a PATCH answer).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,19 +40,19 @@ fn iso<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_int")]
     pub expected_revision: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_int")]
     pub rate_max_per_second: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub sync_queue_enabled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub sync_queue_admission_enabled: Option<bool>,
     #[serde(default)]
     pub sync_queue_max_estimated_wait: Option<String>,
     #[serde(default)]
     pub sync_queue_max_queue_wait: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_int")]
     pub sync_queue_retry_after_seconds: Option<i64>,
 }
 
@@ -112,7 +113,8 @@ impl RuntimeConfigService {
             revision: 0,
             rate_max_per_second: limiter.max_per_second(),
             sync_queue_enabled: sync.enabled(),
-            sync_queue_admission_enabled: sync.admission_enabled(),
+            // A disabled module reads as its no-op (REFERENCE §0: admission off).
+            sync_queue_admission_enabled: sync.enabled() && sync.admission_enabled(),
             sync_queue_max_estimated_wait: sync.max_estimated_wait(),
             sync_queue_max_queue_wait: sync.max_queue_wait(),
             sync_queue_retry_after_seconds: config.sync_queue.retry_after_seconds,
@@ -258,7 +260,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
             serde_json::json!({"revision":0,"rateMaxPerSecond":1000,"syncQueueEnabled":false,
-              "syncQueueAdmissionEnabled":true,"syncQueueMaxEstimatedWait":"PT2S",
+              "syncQueueAdmissionEnabled":false,"syncQueueMaxEstimatedWait":"PT2S",
               "syncQueueMaxQueueWait":"PT2S","syncQueueRetryAfterSeconds":2})
         );
     }

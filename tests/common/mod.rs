@@ -314,6 +314,16 @@ async fn stub_handler(
             tokio::time::sleep(Duration::from_millis(arg)).await;
             axum::Json(json!({"slow": arg})).into_response()
         }
+        // Steered by the input: `sleepMs`, then a 500 if `failFirst` and this is attempt 1.
+        "script" => {
+            let ms = input.get("sleepMs").and_then(Value::as_u64).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if input.get("failFirst") == Some(&json!(true)) && attempt == "1" {
+                (StatusCode::INTERNAL_SERVER_ERROR, "scripted failure").into_response()
+            } else {
+                axum::Json(json!({"attempt": attempt, "input": input})).into_response()
+            }
+        }
         "track" => {
             {
                 let mut f = st.in_flight.lock().unwrap();
