@@ -56,7 +56,7 @@ async fn invoke_bodies_that_are_not_invocation_requests() {
     )
     .await;
     expect_error(
-        post(r#"{"input":1,"metadata":{"a":1}}"#, json_ct)
+        post(r#"{"input":1,"metadata":{"a":{"b":1}}}"#, json_ct)
             .await
             .unwrap(),
         400,

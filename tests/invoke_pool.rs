@@ -106,6 +106,23 @@ async fn metadata_absent_is_forwarded_as_null() {
 }
 
 #[tokio::test]
+async fn scalar_metadata_values_are_forwarded_as_strings() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/reply"), json!({})).await;
+    let r = app
+        .invoke(
+            "f",
+            json!({"input": 1, "metadata": {"flag": true, "n": 2, "s": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        stub.requests()[0].body["metadata"],
+        json!({"flag": "true", "n": "2", "s": "x"})
+    );
+}
+
+#[tokio::test]
 async fn text_plain_replies_are_string_outputs() {
     let (app, stub) = setup().await;
     app.pool("f", &stub.url("/text"), json!({})).await;

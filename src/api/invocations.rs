@@ -1,7 +1,5 @@
 //! Invocation API: E6 `:invoke`, E7 `:enqueue`, E8 execution status, E9 runtime callbacks.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -9,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
@@ -43,19 +42,41 @@ fn invoke_input(
             "input: Input payload is required".into(),
         ]));
     };
-    if let Some(metadata) = &request.metadata {
-        serde_json::from_str::<Option<HashMap<String, String>>>(metadata.get()).map_err(|_| {
-            ApiError::Validation(vec!["metadata: must be an object of string values".into()])
-        })?;
-    }
+    let metadata = request.metadata.as_deref().map(string_map).transpose()?;
     let input = std::sync::Arc::from(input);
-    let body = runtime_body(&input, request.metadata.as_deref().map(RawValue::get));
+    let body = runtime_body(&input, metadata.as_deref());
     Ok(InvokeInput {
         input,
         body,
         idempotency_key,
         trace_id,
     })
+}
+
+/// `metadata` as a string → string map, forwarded as received when it already is one; scalar
+/// values are turned into their text as Jackson does (`true` → `"true"`).
+fn string_map(raw: &RawValue) -> Result<String, ApiError> {
+    let invalid =
+        || ApiError::Validation(vec!["metadata: must be an object of string values".into()]);
+    let map: Option<serde_json::Map<String, Value>> =
+        serde_json::from_str(raw.get()).map_err(|_| invalid())?;
+    let Some(map) = map else {
+        return Ok("null".to_owned());
+    };
+    if map.values().all(|v| v.is_string() || v.is_null()) {
+        return Ok(raw.get().to_owned());
+    }
+    let mut coerced = serde_json::Map::with_capacity(map.len());
+    for (k, v) in map {
+        let v = match v {
+            Value::String(_) | Value::Null => v,
+            Value::Bool(b) => Value::String(b.to_string()),
+            Value::Number(n) => Value::String(n.to_string()),
+            Value::Array(_) | Value::Object(_) => return Err(invalid()),
+        };
+        coerced.insert(k, v);
+    }
+    Ok(Value::Object(coerced).to_string())
 }
 
 /// Splits `name:action` (the name may itself contain `:`).
