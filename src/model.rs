@@ -14,6 +14,36 @@ pub fn json_from_text(text: String) -> Result<Json, serde_json::Error> {
     RawValue::from_string(text).map(Arc::from)
 }
 
+/// `raw` without insignificant whitespace, as Java's Jackson writes it; unchanged (no copy) when
+/// it has none, which is what clients usually send.
+pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
+    let text = raw.get();
+    let (mut in_string, mut escaped) = (false, false);
+    let loose = text.bytes().any(|b| {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            false
+        } else {
+            if b == b'"' {
+                in_string = true;
+            }
+            b.is_ascii_whitespace()
+        }
+    });
+    if !loose {
+        return raw;
+    }
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::value::to_raw_value(&v).ok())
+        .unwrap_or(raw)
+}
+
 /// A JSON string value.
 pub fn json_string(s: &str) -> Json {
     let text = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
@@ -253,6 +283,21 @@ mod tests {
                 .0
                 .is_success()
         );
+    }
+
+    #[test]
+    fn compact_drops_whitespace_outside_strings_only() {
+        let c = |t: &str| {
+            compact(RawValue::from_string(t.to_owned()).unwrap())
+                .get()
+                .to_owned()
+        };
+        assert_eq!(c(r#"{"a":[1,2],"b":"x y"}"#), r#"{"a":[1,2],"b":"x y"}"#);
+        assert_eq!(
+            c("{  \"z\" :\n 1, \"a\": \"s p\\\" q\" }"),
+            r#"{"z":1,"a":"s p\" q"}"#
+        );
+        assert_eq!(c(" 7 "), "7");
     }
 
     #[test]

@@ -137,6 +137,19 @@ async fn falsy_inputs_are_valid_and_echoed_exactly() {
         .await
         .unwrap();
     assert!(text.contains(r#""output":{"z":1,"a":2}"#), "{text}");
+    // Whitespace is dropped from the echo, as Java writes compact JSON.
+    let text = app
+        .client
+        .post(format!("{}/v1/functions/echo:invoke", app.base))
+        .header("content-type", "application/json")
+        .body("{\"input\": { \"z\" :\n 1, \"s\": \"a b\" } }")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#""output":{"z":1,"s":"a b"}"#), "{text}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use super::functions::require_name;
 use crate::AppState;
 use crate::dispatch::runtime_body;
 use crate::invocation::InvokeInput;
-use crate::model::{CallbackBody, InvocationResponse, InvocationStatus};
+use crate::model::{CallbackBody, InvocationResponse, InvocationStatus, compact};
 
 /// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
 #[derive(Deserialize)]
@@ -43,7 +43,7 @@ fn invoke_input(
         ]));
     };
     let metadata = request.metadata.as_deref().map(string_map).transpose()?;
-    let input = std::sync::Arc::from(input);
+    let input = std::sync::Arc::from(compact(input));
     let body = runtime_body(&input, metadata.as_deref());
     Ok(InvokeInput {
         input,
