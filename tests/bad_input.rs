@@ -273,93 +273,60 @@ async fn registration_bodies_of_the_wrong_shape() {
 async fn unknown_routes_and_methods_are_json() {
     let app = TestApp::spawn().await;
     app.local("echo").await;
-    let c = &app.client;
-    expect_error(
-        c.get(format!("{}/v1/nothing", app.base))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    expect_error(
-        c.get(format!("{}/v1/functions/", app.base))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    expect_error(
-        c.get(format!("{}/actuator/health", app.base))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    expect_error(
-        c.patch(format!("{}/v1/functions", app.base))
-            .send()
-            .await
-            .unwrap(),
-        405,
-        "METHOD_NOT_ALLOWED",
-    )
-    .await;
-    expect_error(
-        c.put(format!("{}/v1/executions/x", app.base))
-            .send()
-            .await
-            .unwrap(),
-        405,
-        "METHOD_NOT_ALLOWED",
-    )
-    .await;
-    expect_error(
-        c.post(format!("{}/v1/functions/echo:explode", app.base))
-            .json(&json!({"input":1}))
-            .send()
-            .await
-            .unwrap(),
-        405,
-        "METHOD_NOT_ALLOWED",
-    )
-    .await;
-    // A GET on an action path is a lookup of a function with that name.
-    expect_error(
-        c.get(format!("{}/v1/functions/echo:invoke", app.base))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    expect_error(
-        c.post(format!("{}/v1/functions/ghost:invoke", app.base))
-            .json(&json!({"input":1}))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    expect_error(
-        c.get(format!("{}/v1/executions/ghost", app.base))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    let body = Some(json!({"input": 1}));
+    use reqwest::Method;
+    let cases: [(Method, &str, Option<Value>, u16, &str); 9] = [
+        (Method::GET, "/v1/nothing", None, 404, "NOT_FOUND"),
+        (Method::GET, "/v1/functions/", None, 404, "NOT_FOUND"),
+        (Method::GET, "/actuator/health", None, 404, "NOT_FOUND"),
+        (
+            Method::PATCH,
+            "/v1/functions",
+            None,
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::PUT,
+            "/v1/executions/x",
+            None,
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::POST,
+            "/v1/functions/echo:explode",
+            body.clone(),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        // A GET on an action path is a lookup of a function with that name.
+        (
+            Method::GET,
+            "/v1/functions/echo:invoke",
+            None,
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            Method::POST,
+            "/v1/functions/ghost:invoke",
+            body,
+            404,
+            "NOT_FOUND",
+        ),
+        (Method::GET, "/v1/executions/ghost", None, 404, "NOT_FOUND"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut request = app.client.request(method, format!("{}{path}", app.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        expect_error(request.send().await.unwrap(), status, code).await;
+    }
     let b = expect_error(
-        c.get(format!("{}/v1/executions/%20", app.base))
+        app.client
+            .get(format!("{}/v1/executions/%20", app.base))
             .send()
             .await
             .unwrap(),
@@ -373,7 +340,8 @@ async fn unknown_routes_and_methods_are_json() {
     );
     // Still healthy.
     assert_eq!(app.invoke("echo", json!({"input": 1})).await.status(), 200);
-    let health = c
+    let health = app
+        .client
         .get(format!("{}/actuator/health", app.management))
         .send()
         .await
