@@ -240,16 +240,7 @@ async fn async_replays_answer_queued_with_the_original_id() {
         json!({"executionId": id, "status": "queued", "output": null, "error": null})
     );
     // A sync request with the same key replays the finished execution.
-    let sync = app
-        .invoke_request("echo")
-        .header("Idempotency-Key", "k")
-        .json(&json!({"input": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let sync = app.invoke_keyed("echo", "k", json!({"input": 2})).await;
     assert_eq!(
         (sync["executionId"].as_str(), sync["output"].clone()),
         (Some(id.as_str()), json!(1))

@@ -206,17 +206,7 @@ async fn the_same_key_replays_the_same_execution_without_dispatching_again() {
     app.local("other").await;
     let call = |name: &'static str, key: &'static str, input: i64| {
         let app = &app;
-        async move {
-            app.invoke_request(name)
-                .header("Idempotency-Key", key)
-                .json(&json!({"input": input}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { app.invoke_keyed(name, key, json!({"input": input})).await }
     };
     let first = call("echo", "k1", 1).await;
     let again = call("echo", "k1", 2).await;
@@ -227,16 +217,7 @@ async fn the_same_key_replays_the_same_execution_without_dispatching_again() {
     );
     let other = call("other", "k1", 1).await;
     assert_ne!(other["executionId"], first["executionId"]);
-    let blank = app
-        .invoke_request("echo")
-        .header("Idempotency-Key", "  ")
-        .json(&json!({"input": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let blank = app.invoke_keyed("echo", "  ", json!({"input": 1})).await;
     assert_ne!(blank["executionId"], first["executionId"]);
     assert_eq!(
         app.metric("function_dispatch_total", "echo").await,
@@ -251,17 +232,7 @@ async fn concurrent_requests_with_one_key_dispatch_once() {
     app.pool("f", &stub.url("/slow/100"), json!({})).await;
     let calls = (0..10).map(|i| {
         let app = &app;
-        async move {
-            app.invoke_request("f")
-                .header("Idempotency-Key", "same")
-                .json(&json!({"input": i}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { app.invoke_keyed("f", "same", json!({"input": i})).await }
     });
     let results = futures::future::join_all(calls).await;
     let id = results[0]["executionId"].clone();
@@ -315,16 +286,7 @@ async fn a_replay_with_a_short_timeout_does_not_end_the_shared_execution() {
     // The replay's wait timed out (counted) but the execution was not ended.
     assert_eq!(app.metric("function_timeout_total", "f").await, Some(1.0));
     // A replay after the end gets the stored result at once.
-    let late = app
-        .invoke_request("f")
-        .header("Idempotency-Key", "k")
-        .json(&json!({"input": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let late = app.invoke_keyed("f", "k", json!({"input": 1})).await;
     assert_eq!(late["output"], json!({"slow": 300}));
     assert_eq!(stub.requests().len(), 1);
 }
@@ -335,17 +297,7 @@ async fn an_error_execution_replays_as_an_error() {
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/fail"), json!({"maxRetries": 1}))
         .await;
-    let call = || async {
-        app.invoke_request("f")
-            .header("Idempotency-Key", "k")
-            .json(&json!({"input": 1}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let call = || async { app.invoke_keyed("f", "k", json!({"input": 1})).await };
     let first = call().await;
     let replay = call().await;
     assert_eq!(first, replay);

@@ -105,6 +105,19 @@ impl TestApp {
             .post(format!("{}/v1/functions/{name}:invoke", self.base))
     }
 
+    /// `:invoke` with an `Idempotency-Key`; the JSON answer.
+    pub async fn invoke_keyed(&self, name: &str, key: &str, body: Value) -> Value {
+        self.invoke_request(name)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn invoke(&self, name: &str, body: Value) -> reqwest::Response {
         self.invoke_request(name).json(&body).send().await.unwrap()
     }
