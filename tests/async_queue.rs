@@ -73,15 +73,14 @@ async fn enqueue_answers_202_queued_and_the_execution_completes() {
     })
     .await;
     assert_eq!(app.execution(&id).await.1["output"], json!({"a": 1}));
-    assert_eq!(
-        app.metric("function_enqueue_total", "echo").await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric("function_queue_wait_ms_seconds_count", "echo")
-            .await,
-        Some(1.0)
-    );
+    app.assert_metrics(
+        "echo",
+        &[
+            ("function_enqueue_total", 1.0),
+            ("function_queue_wait_ms_seconds_count", 1.0),
+        ],
+    )
+    .await;
     // Sync invocations go through the queue too.
     let r = app.invoke("echo", json!({"input": 2})).await;
     assert_eq!(r.status(), 200);
@@ -207,9 +206,15 @@ async fn retries_go_through_the_queue_with_incremented_attempts() {
         .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
     assert_eq!(app.execution(&id).await.1["error"]["code"], "POOL_ERROR");
-    assert_eq!(app.metric("function_enqueue_total", "f").await, Some(3.0));
-    assert_eq!(app.metric("function_retry_total", "f").await, Some(2.0));
-    assert_eq!(app.metric("function_error_total", "f").await, Some(1.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_enqueue_total", 3.0),
+            ("function_retry_total", 2.0),
+            ("function_error_total", 1.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

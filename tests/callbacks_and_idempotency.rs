@@ -48,19 +48,7 @@ async fn stale_attempts_are_ignored_and_the_current_attempt_completes() {
     let app = TestApp::spawn().await;
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/hang"), json!({})).await;
-    let (client, url) = (
-        app.client.clone(),
-        format!("{}/v1/functions/f:invoke", app.base),
-    );
-    let call = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .json(&json!({"input": 1}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    });
+    let call = app.spawn_invoke("f", &[], json!({"input": 1}));
     let id = id_of(&received(&stub, 1).await[0]);
 
     assert_eq!(
@@ -144,24 +132,12 @@ async fn callbacks_accept_every_runtime_shape() {
         (json!({"success": false}), "error", Value::Null),
     ];
     for (i, (payload, status, output)) in cases.into_iter().enumerate() {
-        let client = app.client.clone();
-        let url = format!("{}/v1/functions/f:invoke", app.base);
-        let call = tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"input": i}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        });
+        let call = app.spawn_invoke("f", &[], json!({"input": i}));
         let id = id_of(&received(&stub, i + 1).await[i]);
         // The JS SDK percent-encodes the id.
         let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
         assert_eq!(app.callback(&encoded, None, payload.clone()).await, 204);
-        let body = call.await.unwrap();
+        let (_, body) = call.await.unwrap();
         assert_eq!(body["status"], status, "{payload}");
         assert_eq!(body["output"], output, "{payload}");
         let (_, exec) = app.execution(&id).await;
@@ -248,18 +224,7 @@ async fn a_replay_with_a_short_timeout_does_not_end_the_shared_execution() {
     let app = TestApp::spawn().await;
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/slow/300"), json!({})).await;
-    let client = app.client.clone();
-    let url = format!("{}/v1/functions/f:invoke", app.base);
-    let original = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .header("Idempotency-Key", "k")
-            .json(&json!({"input": 1}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    });
+    let original = app.spawn_invoke("f", &[("Idempotency-Key", "k")], json!({"input": 1}));
     let id = id_of(&received(&stub, 1).await[0]);
     let replay = app
         .invoke_request("f")

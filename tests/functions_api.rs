@@ -27,15 +27,7 @@ async fn register_local_returns_the_exact_function_response() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().await.unwrap(), text);
 
-    let list: Value = app
-        .client
-        .get(format!("{}/v1/functions", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/functions").await.1;
     assert_eq!(list, json!([serde_json::from_str::<Value>(&text).unwrap()]));
 }
 
@@ -50,15 +42,7 @@ async fn duplicate_registration_is_a_409_json_error_and_keeps_the_original() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "CONFLICT");
     assert!(body["message"].as_str().unwrap().contains("echo"));
-    let f: Value = app
-        .client
-        .get(format!("{}/v1/functions/echo", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let f: Value = app.get_json("/v1/functions/echo").await.1;
     assert_eq!(f["image"], "local");
 }
 
@@ -155,15 +139,7 @@ async fn deployment_without_a_backend_degrades_to_pool_or_is_refused() {
             .unwrap()
             .contains("NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND")
     );
-    assert_eq!(
-        app.client
-            .get(format!("{}/v1/functions/d", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(app.get_json("/v1/functions/d").await.0, 404);
 
     let f = app
         .register_ok(json!({"name":"d","image":"img","endpointUrl":"http://127.0.0.1:9/invoke"}))
@@ -252,15 +228,7 @@ async fn delete_hides_the_function_and_removes_its_metrics() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.content_length(), Some(0));
-    assert_eq!(
-        app.client
-            .get(format!("{}/v1/functions/echo", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(app.get_json("/v1/functions/echo").await.0, 404);
     assert_eq!(app.invoke("echo", json!({"input":1})).await.status(), 404);
     let scrape = app.scrape().await;
     assert!(!scrape.contains("function=\"echo\""), "{scrape}");

@@ -74,16 +74,16 @@ async fn reply_is_the_output_and_the_runtime_gets_the_contract_request() {
         "{started} {finished}"
     );
 
-    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(1.0));
-    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
-    assert_eq!(
-        app.metric("function_warm_start_total", "f").await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric("function_latency_ms_seconds_count", "f").await,
-        Some(1.0)
-    );
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_dispatch_total", 1.0),
+            ("function_success_total", 1.0),
+            ("function_warm_start_total", 1.0),
+            ("function_latency_ms_seconds_count", 1.0),
+        ],
+    )
+    .await;
     assert_eq!(
         app.metric("function_e2e_latency_ms_seconds_count", "f")
             .await,
@@ -183,10 +183,16 @@ async fn a_500_is_retried_up_to_max_retries_attempts_then_is_an_error() {
     let (_, exec) = app.execution(&id).await;
     assert_eq!(exec["status"], "error");
     assert_eq!(exec["error"]["code"], "POOL_ERROR");
-    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(3.0));
-    assert_eq!(app.metric("function_retry_total", "f").await, Some(2.0));
-    assert_eq!(app.metric("function_error_total", "f").await, Some(1.0));
-    assert_eq!(app.metric("function_success_total", "f").await, Some(0.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_dispatch_total", 3.0),
+            ("function_retry_total", 2.0),
+            ("function_error_total", 1.0),
+            ("function_success_total", 0.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -215,8 +221,14 @@ async fn a_retry_that_succeeds_is_a_success() {
     assert_eq!(body["output"], json!({"attempt": "2"}));
     let (_, exec) = app.execution(&id.unwrap()).await;
     assert_eq!(exec["status"], "success");
-    assert_eq!(app.metric("function_retry_total", "f").await, Some(1.0));
-    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_retry_total", 1.0),
+            ("function_success_total", 1.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -242,24 +254,16 @@ async fn cold_start_headers_are_recorded() {
     let (_, exec) = app.execution(&id.unwrap()).await;
     assert_eq!(exec["coldStart"], true);
     assert_eq!(exec["initDurationMs"], 250);
-    assert_eq!(
-        app.metric("function_cold_start_total", "f").await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric("function_warm_start_total", "f").await,
-        Some(0.0)
-    );
-    assert_eq!(
-        app.metric("function_init_duration_ms_seconds_count", "f")
-            .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric("function_init_duration_ms_seconds_sum", "f")
-            .await,
-        Some(0.25)
-    );
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_cold_start_total", 1.0),
+            ("function_warm_start_total", 0.0),
+            ("function_init_duration_ms_seconds_count", 1.0),
+            ("function_init_duration_ms_seconds_sum", 0.25),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -279,8 +283,14 @@ async fn a_callback_before_the_reply_wins() {
     let (_, exec) = app.execution(&id).await;
     assert_eq!(exec["status"], "success");
     assert_eq!(exec["output"], "from-callback");
-    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
-    assert_eq!(app.metric("function_dispatch_total", "f").await, Some(1.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_success_total", 1.0),
+            ("function_dispatch_total", 1.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -300,8 +310,14 @@ async fn a_second_callback_changes_nothing() {
         (exec["status"].clone(), exec["output"].clone()),
         (json!("success"), json!("first"))
     );
-    assert_eq!(app.metric("function_error_total", "f").await, Some(0.0));
-    assert_eq!(app.metric("function_success_total", "f").await, Some(1.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_error_total", 0.0),
+            ("function_success_total", 1.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -317,14 +333,14 @@ async fn a_cold_start_reported_after_the_callback_is_still_counted() {
     })
     .await;
     assert_eq!(app.execution(&id).await.1["initDurationMs"], 40);
-    assert_eq!(
-        app.metric("function_cold_start_total", "f").await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric("function_warm_start_total", "f").await,
-        Some(0.0)
-    );
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_cold_start_total", 1.0),
+            ("function_warm_start_total", 0.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -357,8 +373,14 @@ async fn a_wait_timeout_is_408_and_a_late_callback_does_not_rewrite_it() {
     assert_eq!(exec["status"], "timeout");
     assert_eq!(exec["output"], Value::Null);
     assert!(exec["finishedAt"].is_string());
-    assert_eq!(app.metric("function_timeout_total", "f").await, Some(1.0));
-    assert_eq!(app.metric("function_success_total", "f").await, Some(0.0));
+    app.assert_metrics(
+        "f",
+        &[
+            ("function_timeout_total", 1.0),
+            ("function_success_total", 0.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -153,19 +153,7 @@ async fn shutdown_lets_in_flight_invocations_finish_and_stops_accepting() {
     let mut app = TestApp::spawn().await;
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/slow/300"), json!({})).await;
-    let (client, url) = (
-        app.client.clone(),
-        format!("{}/v1/functions/f:invoke", app.base),
-    );
-    let in_flight = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .json(&json!({"input": 1}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    });
+    let in_flight = app.spawn_invoke("f", &[], json!({"input": 1}));
     while stub.requests().is_empty() {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -9,21 +9,6 @@ use serde_json::{Value, json};
 const SYNC: (&str, &str) = ("NANOFAAS_SYNC_QUEUE_ENABLED", "true");
 const ADMIN: (&str, &str) = ("NANOFAAS_ADMIN_RUNTIME_CONFIG_ENABLED", "true");
 
-fn spawn_invoke(
-    app: &TestApp,
-    name: &str,
-    headers: &[(&'static str, &'static str)],
-) -> tokio::task::JoinHandle<reqwest::Response> {
-    let mut req = app
-        .client
-        .post(format!("{}/v1/functions/{name}:invoke", app.base))
-        .json(&json!({"input": 1}));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    tokio::spawn(async move { req.send().await.unwrap() })
-}
-
 async fn assert_rejected(r: reqwest::Response, reason: &str, retry_after: &str) {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-queue-reject-reason"], reason);
@@ -92,10 +77,10 @@ async fn the_global_depth_limit_rejects_with_depth() {
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
         .await;
-    let _running = spawn_invoke(&app, "f", &[]);
+    let _running = app.spawn_invoke("f", &[], json!({"input": 1}));
     eventually("dispatched", || async { stub.requests().len() == 1 }).await;
-    let _q1 = spawn_invoke(&app, "f", &[]);
-    let _q2 = spawn_invoke(&app, "f", &[]);
+    let _q1 = app.spawn_invoke("f", &[], json!({"input": 1}));
+    let _q2 = app.spawn_invoke("f", &[], json!({"input": 1}));
     eventually("two queued", || async {
         app.scrape().await.contains("sync_queue_depth 2.0")
     })
@@ -115,7 +100,7 @@ async fn a_long_queue_wait_is_429_timeout() {
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/hang"), json!({"concurrency": 1}))
         .await;
-    let _running = spawn_invoke(&app, "f", &[]);
+    let _running = app.spawn_invoke("f", &[], json!({"input": 1}));
     eventually("dispatched", || async { stub.requests().len() == 1 }).await;
     let r = app.invoke("f", json!({"input": 2})).await;
     assert_rejected(r, "timeout", "2").await;
@@ -145,17 +130,11 @@ async fn a_retry_waiting_in_the_queue_is_not_timed_out_by_the_sync_queue_wait() 
     .await;
     // B fails its first attempt after 200 ms; A takes the slot for 1.5 s meanwhile, so B's
     // retry waits in the (async) queue past B's sync-queue wait limit.
-    let client = app.client.clone();
-    let url = format!("{}/v1/functions/f:invoke", app.base);
-    let b = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .json(&json!({"input": {"sleepMs": 200, "failFirst": true}}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    });
+    let b = app.spawn_invoke(
+        "f",
+        &[],
+        json!({"input": {"sleepMs": 200, "failFirst": true}}),
+    );
     eventually("B dispatched", || async { stub.requests().len() == 1 }).await;
     let a = app.invoke("f", json!({"input": {"sleepMs": 1500}})).await;
     assert_eq!(a.status(), 200);
@@ -170,10 +149,10 @@ async fn an_empty_queue_admits_even_when_the_slots_are_busy() {
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/slow/300"), json!({"concurrency": 1}))
         .await;
-    let first = spawn_invoke(&app, "f", &[]);
+    let first = app.spawn_invoke("f", &[], json!({"input": 1}));
     eventually("dispatched", || async { stub.requests().len() == 1 }).await;
     // Nothing is queued: admitted, it waits for the slot.
-    let second = spawn_invoke(&app, "f", &[]);
+    let second = app.spawn_invoke("f", &[], json!({"input": 1}));
     eventually("queued", || async {
         app.scrape().await.contains("sync_queue_depth 1.0")
     })
@@ -181,8 +160,8 @@ async fn an_empty_queue_admits_even_when_the_slots_are_busy() {
     // One queued ahead at one dispatch per 30 s: the estimate is far past 2 s.
     let third = app.invoke("f", json!({"input": 3})).await;
     assert_rejected(third, "est_wait", "2").await;
-    assert_eq!(first.await.unwrap().status(), 200);
-    assert_eq!(second.await.unwrap().status(), 200);
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
 }
 
 #[tokio::test]

@@ -118,6 +118,49 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `:invoke` running in the background; resolves to the status and the JSON answer.
+    pub fn spawn_invoke(
+        &self,
+        name: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let mut request = self.invoke_request(name).json(&body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        tokio::spawn(async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// `GET <base><path>`: the status and the JSON answer (null when not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Asserts each `(metric, value)` of `function` in one scrape.
+    pub async fn assert_metrics(&self, function: &str, expected: &[(&str, f64)]) {
+        let scrape = self.scrape().await;
+        let label = format!("function=\"{function}\"");
+        for (name, value) in expected {
+            assert_eq!(
+                metric_value(&scrape, name, &label),
+                Some(*value),
+                "{name}{{{label}}}"
+            );
+        }
+    }
+
     pub async fn invoke(&self, name: &str, body: Value) -> reqwest::Response {
         self.invoke_request(name).json(&body).send().await.unwrap()
     }
