@@ -149,6 +149,29 @@ async fn the_rate_limit_applies_to_invoke_and_enqueue_only() {
 }
 
 #[tokio::test]
+async fn a_store_full_of_running_executions_refuses_new_work_with_503() {
+    let app = TestApp::with_env(&[("NANOFAAS_EXECUTION_STORE_MAX_ENTRIES", "2")]).await;
+    let stub = Stub::start(&app.base).await;
+    app.pool("f", &stub.url("/slow/400"), json!({})).await;
+    let running = [
+        app.spawn_invoke("f", &[], json!({"input": 1})),
+        app.spawn_invoke("f", &[], json!({"input": 2})),
+    ];
+    while stub.requests().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = app.invoke("f", json!({"input": 3})).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "OVERLOADED");
+    // Nothing running was dropped, and once they finish there is room again.
+    for call in running {
+        assert_eq!(call.await.unwrap().0, 200);
+    }
+    assert_eq!(app.invoke("f", json!({"input": 4})).await.status(), 200);
+}
+
+#[tokio::test]
 async fn shutdown_lets_in_flight_invocations_finish_and_stops_accepting() {
     let mut app = TestApp::spawn().await;
     let stub = Stub::start(&app.base).await;

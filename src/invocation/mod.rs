@@ -418,8 +418,8 @@ impl InvocationService {
     }
 
     fn enqueue(&self, task: Task) -> Result<(), InvokeError> {
-        let metrics = self.metrics.for_function(&task.function);
-        let name = task.function.name().to_owned();
+        let function = task.function.clone();
+        let metrics = self.metrics.for_function(&function);
         match self.queue.enqueue(task) {
             Ok(()) => {
                 metrics.enqueue.inc();
@@ -427,7 +427,7 @@ impl InvocationService {
             }
             Err(QueueRejected) => {
                 metrics.queue_rejected.inc();
-                Err(InvokeError::QueueFull(name))
+                Err(InvokeError::QueueFull(function.name().to_owned()))
             }
         }
     }

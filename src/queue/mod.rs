@@ -219,16 +219,18 @@ impl QueueManager {
 
     /// Queues an async task (also retries); `Err` when the function's queue is full or gone.
     pub fn enqueue(&self, task: Task) -> Result<(), QueueRejected> {
-        let name = task.function.name().to_owned();
+        // The registration outlives the task: its name keys the lookup without a copy.
+        let function = task.function.clone();
+        let name = function.name();
         let ready = {
             let mut inner = lock(&self.inner);
-            let q = inner.queues.get_mut(&name).ok_or(QueueRejected)?;
+            let q = inner.queues.get_mut(name).ok_or(QueueRejected)?;
             if q.async_len >= q.capacity {
                 return Err(QueueRejected);
             }
             q.items.push_back(Queued { task, sync: false });
             q.async_len += 1;
-            self.take_ready(&mut inner, &name)
+            self.take_ready(&mut inner, name)
         };
         self.start(ready);
         Ok(())
