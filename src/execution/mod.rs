@@ -238,19 +238,18 @@ impl ExecutionRecord {
     }
 }
 
+/// A first-attempt task of a LOCAL function `f`, for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::json_string;
-    use crate::registry::spec::FunctionSpecRequest;
-
-    fn record() -> ExecutionRecord {
-        let spec: FunctionSpecRequest =
-            serde_json::from_str(r#"{"name":"f","image":"i","executionMode":"LOCAL"}"#).unwrap();
-        let spec = spec
-            .resolve(&crate::config::Config::default().defaults)
-            .unwrap();
-        let function = Arc::new(RegisteredFunction {
+pub(crate) fn test_task(id: &str) -> Task {
+    let spec: crate::registry::spec::FunctionSpecRequest =
+        serde_json::from_str(r#"{"name":"f","image":"i","executionMode":"LOCAL"}"#)
+            .expect("valid spec");
+    let spec = spec
+        .resolve(&crate::config::Config::default().defaults)
+        .expect("resolves");
+    Task {
+        execution_id: Arc::from(id),
+        function: Arc::new(RegisteredFunction {
             requested_mode: spec.execution_mode,
             effective_mode: spec.execution_mode,
             spec,
@@ -258,20 +257,28 @@ mod tests {
             degradation_reason: None,
             endpoint: None,
             metrics: Default::default(),
-        });
-        ExecutionRecord::new(Task {
-            execution_id: Arc::from("e1"),
-            function,
-            payload: Arc::new(Payload {
-                input: json_string("x"),
-                body: Bytes::from_static(b"{}"),
-            }),
-            idempotency_key: Some(Arc::from("k")),
-            trace_id: None,
-            attempt: 1,
-            enqueued_at: Instant::now(),
-            slot: None,
-        })
+        }),
+        payload: Arc::new(Payload {
+            input: crate::model::json_string("in"),
+            body: Bytes::from_static(b"{}"),
+        }),
+        idempotency_key: None,
+        trace_id: None,
+        attempt: 1,
+        enqueued_at: Instant::now(),
+        slot: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::json_string;
+
+    fn record() -> ExecutionRecord {
+        let mut task = test_task("e1");
+        task.idempotency_key = Some(Arc::from("k"));
+        ExecutionRecord::new(task)
     }
 
     #[test]

@@ -342,9 +342,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::execution::Payload;
     use crate::model::json_string;
-    use crate::registry::spec::FunctionSpecRequest;
 
     fn config(max_entries: usize) -> ExecutionStoreConfig {
         ExecutionStoreConfig {
@@ -357,32 +355,7 @@ mod tests {
     }
 
     fn task(id: &str) -> Task {
-        let spec: FunctionSpecRequest =
-            serde_json::from_str(r#"{"name":"f","image":"i","executionMode":"LOCAL"}"#).unwrap();
-        let spec = spec
-            .resolve(&crate::config::Config::default().defaults)
-            .unwrap();
-        Task {
-            execution_id: Arc::from(id),
-            function: Arc::new(RegisteredFunction {
-                requested_mode: spec.execution_mode,
-                effective_mode: spec.execution_mode,
-                spec,
-                deployment_backend: None,
-                degradation_reason: None,
-                endpoint: None,
-                metrics: Default::default(),
-            }),
-            payload: Arc::new(Payload {
-                input: json_string("in"),
-                body: bytes::Bytes::from_static(b"{}"),
-            }),
-            idempotency_key: None,
-            trace_id: None,
-            attempt: 1,
-            enqueued_at: Instant::now(),
-            slot: None,
-        }
+        crate::execution::test_task(id)
     }
 
     fn succeed(store: &ExecutionStore, id: &str) {
