@@ -61,11 +61,10 @@ fn main() -> anyhow::Result<()> {
         Ok("hyper") => {
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
-            let client = hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(1024)
+                    .build(connector);
             Some((client, upstream.as_str().parse()?))
         }
         Ok("reqwest") | Err(_) => None,

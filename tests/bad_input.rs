@@ -49,12 +49,9 @@ async fn invoke_bodies_that_are_not_invocation_requests() {
         "BAD_REQUEST",
     )
     .await;
-    expect_error(
-        post(r#"{"input":1,"inptu":2}"#, json_ct).await.unwrap(),
-        400,
-        "BAD_REQUEST",
-    )
-    .await;
+    // Unknown fields are ignored, as Jackson ignored them for the Java service (§1.3).
+    let r = post(r#"{"input":1,"inptu":2}"#, json_ct).await.unwrap();
+    assert_eq!(r.status(), 200);
     expect_error(
         post(r#"{"input":1,"metadata":{"a":{"b":1}}}"#, json_ct)
             .await
@@ -81,13 +78,13 @@ async fn invoke_bodies_that_are_not_invocation_requests() {
     expect_error(
         post(r#"{"input":1}"#, None).await.unwrap(),
         415,
-        "UNSUPPORTED_MEDIA_TYPE",
+        "415 UNSUPPORTED_MEDIA_TYPE",
     )
     .await;
     expect_error(
         post(r#"{"input":1}"#, Some("text/plain")).await.unwrap(),
         415,
-        "UNSUPPORTED_MEDIA_TYPE",
+        "415 UNSUPPORTED_MEDIA_TYPE",
     )
     .await;
     // `+json` media types and charsets are fine.
@@ -224,12 +221,12 @@ async fn registration_bodies_of_the_wrong_shape() {
             "BAD_REQUEST",
         ),
         (
-            r#"{"name":"f","image":"i","timeoutMS":5}"#,
+            r#"{"name":"f","image":"i","env":{"A":[1]}}"#,
             400,
             "BAD_REQUEST",
         ),
         (
-            r#"{"name":"f","image":"i","env":{"A":1}}"#,
+            r#"{"name":"f","image":"i","scalingConfig":"x"}"#,
             400,
             "BAD_REQUEST",
         ),
@@ -253,20 +250,46 @@ async fn registration_bodies_of_the_wrong_shape() {
             .await
             .unwrap();
         let b = expect_error(r, status, code).await;
-        if body.contains("timeoutMS") {
-            assert!(b["message"].as_str().unwrap().contains("timeoutMS"), "{b}");
-        }
+        // DECISIONS 2: serde's messages name Rust types (`struct ScalingConfig`); ours never do.
+        let message = b["message"].as_str().unwrap();
+        assert!(
+            !message.contains("struct") && !message.contains("enum "),
+            "{message}"
+        );
     }
-    // Jackson-style coercions are accepted.
+    // Read as Jackson reads it for the Java control plane (REFERENCE §1.3): unknown fields are
+    // ignored (a typo like `timeoutMS` keeps the default) and scalars are coerced.
     let r = app
-        .register(json!({"name":"f","image":"i","executionMode":"LOCAL","timeoutMs":"1500","concurrency":2.0}))
+        .register(json!({
+            "name": "f", "image": "i", "executionMode": "LOCAL",
+            "timeoutMs": "1500", "concurrency": 2.0, "queueSize": 7.9, "timeoutMS": 5,
+            "createdAt": "2026-01-01T00:00:00Z", "resources": {"cpu": 1, "gpu": "1"},
+            "env": {"A": 1, "B": true, "C": "c"}, "command": ["run", 2],
+        }))
         .await;
     assert_eq!(r.status(), 201);
     let f: Value = r.json().await.unwrap();
     assert_eq!(
-        (f["timeoutMs"].as_i64(), f["concurrency"].as_i64()),
-        (Some(1500), Some(2))
+        (
+            f["timeoutMs"].as_i64(),
+            f["concurrency"].as_i64(),
+            f["queueSize"].as_i64()
+        ),
+        (Some(1500), Some(2), Some(7))
     );
+    assert_eq!(f["env"], json!({"A": "1", "B": "true", "C": "c"}));
+    assert_eq!(f["command"], json!(["run", "2"]));
+    assert_eq!(f["resources"], json!({"cpu": "1", "memory": null}));
+    assert!(f.get("createdAt").is_none(), "{f}");
+    // The invocation and replicas bodies ignore unknown fields too.
+    let r = app
+        .invoke_request("f")
+        .json(&json!({"input": 1, "extra": {"a": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["output"], json!(1));
 }
 
 #[tokio::test]
@@ -276,29 +299,30 @@ async fn unknown_routes_and_methods_are_json() {
     let body = Some(json!({"input": 1}));
     use reqwest::Method;
     let cases: [(Method, &str, Option<Value>, u16, &str); 9] = [
-        (Method::GET, "/v1/nothing", None, 404, "NOT_FOUND"),
-        (Method::GET, "/v1/functions/", None, 404, "NOT_FOUND"),
-        (Method::GET, "/actuator/health", None, 404, "NOT_FOUND"),
+        // Errors the Java service left to Spring keep Spring's `"<code> <REASON>"` (REFERENCE §1.4).
+        (Method::GET, "/v1/nothing", None, 404, "404 NOT_FOUND"),
+        (Method::GET, "/v1/functions/", None, 404, "404 NOT_FOUND"),
+        (Method::GET, "/actuator/health", None, 404, "404 NOT_FOUND"),
         (
             Method::PATCH,
             "/v1/functions",
             None,
             405,
-            "METHOD_NOT_ALLOWED",
+            "405 METHOD_NOT_ALLOWED",
         ),
         (
             Method::PUT,
             "/v1/executions/x",
             None,
             405,
-            "METHOD_NOT_ALLOWED",
+            "405 METHOD_NOT_ALLOWED",
         ),
         (
             Method::POST,
             "/v1/functions/echo:explode",
             body.clone(),
             405,
-            "METHOD_NOT_ALLOWED",
+            "405 METHOD_NOT_ALLOWED",
         ),
         // A GET on an action path is a lookup of a function with that name.
         (
@@ -323,6 +347,34 @@ async fn unknown_routes_and_methods_are_json() {
             request = request.json(&body);
         }
         expect_error(request.send().await.unwrap(), status, code).await;
+    }
+    let b = expect_error(
+        app.client
+            .get(format!("{}/v1/nothing", app.base))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "404 NOT_FOUND",
+    )
+    .await;
+    assert_eq!(b["message"], "No static resource v1/nothing.");
+    for (method, path, status, code) in [
+        (
+            Method::POST,
+            "/actuator/prometheus",
+            405,
+            "405 METHOD_NOT_ALLOWED",
+        ),
+        (Method::GET, "/v1/functions", 404, "404 NOT_FOUND"),
+    ] {
+        let r = app
+            .client
+            .request(method, format!("{}{path}", app.management))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, status, code).await;
     }
     let b = expect_error(
         app.client

@@ -413,6 +413,36 @@ async fn a_runtime_that_never_answers_times_out_per_timeout_ms() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The wait and the runtime call share one deadline by default (both timeoutMs), so either may
+/// end first; whichever does, the caller's answer and the execution's status must agree.
+#[tokio::test]
+async fn a_wait_and_a_dispatch_ending_together_agree_with_the_stored_status() {
+    let (app, stub) = setup().await;
+    app.pool(
+        "f",
+        &stub.url("/hang"),
+        json!({"timeoutMs": 60, "maxRetries": 1}),
+    )
+    .await;
+    for _ in 0..15 {
+        let (status, id, body) = invoke_json(&app, "f").await;
+        let stored = app.execution(&id.unwrap()).await.1;
+        match status {
+            408 => assert_eq!(
+                (body["status"].as_str(), stored["status"].as_str()),
+                (Some("timeout"), Some("timeout")),
+                "{stored}"
+            ),
+            200 => {
+                assert_eq!(body["status"], "error");
+                assert_eq!(stored["status"], "error");
+                assert_eq!(body["error"], stored["error"]);
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_closed_connection_is_a_pool_error() {
     let app = TestApp::spawn().await;

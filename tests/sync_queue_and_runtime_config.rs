@@ -174,7 +174,7 @@ async fn runtime_config_is_404_unless_enabled() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "NOT_FOUND");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "404 NOT_FOUND");
 }
 
 #[tokio::test]

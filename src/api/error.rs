@@ -17,6 +17,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// No route matches the path (the framework's 404 in Java, REFERENCE §1.4).
+    #[error("No static resource {}.", .0.trim_start_matches('/'))]
+    RouteNotFound(String),
     #[error("Method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -64,7 +67,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,10 +91,12 @@ impl ApiError {
             ApiError::Validation(_) => "VALIDATION_ERROR",
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            // Errors the Java service left to Spring carry Spring's `"<code> <REASON>"` (§1.4).
+            ApiError::RouteNotFound(_) => "404 NOT_FOUND",
+            ApiError::MethodNotAllowed => "405 METHOD_NOT_ALLOWED",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::UnsupportedMediaType(_) => "415 UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::QueueFull(_) => "QUEUE_FULL",
             ApiError::SyncQueueRejected { .. } => "SYNC_QUEUE_REJECTED",

@@ -86,10 +86,34 @@ pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 pub fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
+    let text = without_type_names(&e.to_string());
     match e.classify() {
-        Category::Syntax | Category::Eof => ApiError::BadRequest(format!("Malformed JSON: {e}")),
-        Category::Data | Category::Io => ApiError::BadRequest(format!("Invalid request body: {e}")),
+        Category::Syntax | Category::Eof => ApiError::BadRequest(format!("Malformed JSON: {text}")),
+        Category::Data | Category::Io => {
+            ApiError::BadRequest(format!("Invalid request body: {text}"))
+        }
     }
+}
+
+/// serde names our Rust types in some messages (`expected struct ScalingConfig`, `untagged enum
+/// B`); DECISIONS 2 says no response leaks a Rust type name, so those phrases become JSON terms.
+fn without_type_names(message: &str) -> String {
+    const PHRASES: [(&str, &str); 3] = [
+        ("any variant of untagged enum ", "any accepted form"),
+        ("struct ", "an object"),
+        ("enum ", "a known value"),
+    ];
+    let mut text = message.to_owned();
+    for (phrase, replacement) in PHRASES {
+        while let Some(at) = text.find(phrase) {
+            let name_start = at + phrase.len();
+            let name_end = text[name_start..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(text.len(), |n| name_start + n);
+            text.replace_range(at..name_end, replacement);
+        }
+    }
+    text
 }
 
 /// A header holding a short opaque token; absent or blank is `None`.
@@ -132,4 +156,22 @@ pub fn attempt_header(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serde_messages_lose_rust_type_names() {
+        assert_eq!(
+            super::without_type_names(
+                "invalid type: string \"x\", expected struct ScalingConfig at line 1 column 9"
+            ),
+            "invalid type: string \"x\", expected an object at line 1 column 9"
+        );
+        assert_eq!(
+            super::without_type_names("data did not match any variant of untagged enum B"),
+            "data did not match any accepted form"
+        );
+        assert_eq!(super::without_type_names("plain"), "plain");
+    }
 }

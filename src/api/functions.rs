@@ -51,7 +51,6 @@ pub async fn delete(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ReplicaRequest {
     #[serde(default, deserialize_with = "lenient_int")]
     replicas: Option<i64>,

@@ -22,7 +22,6 @@ use crate::model::{CallbackBody, InvocationResponse, InvocationStatus, compact};
 
 /// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct InvocationRequest {
     #[serde(default)]
     input: Option<Box<RawValue>>,
@@ -175,7 +174,9 @@ pub async fn complete(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Some(id) = segment.strip_suffix(":complete") else {
-        return Err(ApiError::NotFound(format!("No route for {segment}")));
+        return Err(ApiError::RouteNotFound(format!(
+            "/v1/internal/executions/{segment}"
+        )));
     };
     if id.trim().is_empty() {
         return Err(ApiError::Validation(vec![

@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/actuator/health/liveness", get(liveness))
         .route("/actuator/health/readiness", get(readiness))
         .route("/actuator/prometheus", get(prometheus))
-        .fallback(|| async { super::error::ApiError::NotFound("No such endpoint".to_owned()) })
+        .fallback(|uri: axum::http::Uri| async move {
+            super::error::ApiError::RouteNotFound(uri.path().to_owned())
+        })
+        .method_not_allowed_fallback(|| async { super::error::ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

@@ -63,7 +63,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("No route for {}", uri.path()))
+    ApiError::RouteNotFound(uri.path().to_owned())
 }
 
 async fn method_not_allowed() -> ApiError {

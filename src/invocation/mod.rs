@@ -262,16 +262,28 @@ impl InvocationService {
                     }
                 };
                 tokio::select! {
+                    // An outcome that is ready wins over a deadline that is ready too.
+                    biased;
                     result = &mut rx => break result.unwrap_or_else(|_| Outcome::Error(evicted())),
                     never = &mut driven => match never {},
                     () = tokio::time::sleep_until(deadline) => {
-                        // Every wait that times out counts (REFERENCE §3.2). Only the request
-                        // that created the execution ends it; a replay with a shorter timeout just
-                        // stops waiting (DECISIONS 4, B8).
-                        self.metrics.for_function(&function).timeout.inc();
-                        if created {
-                            self.end_waiting(&function, &execution_id, Abort::Timeout);
+                        if let Ok(outcome) = rx.try_recv() {
+                            break outcome;
                         }
+                        // Only the request that created the execution ends it; a replay with a
+                        // shorter timeout just stops waiting (DECISIONS 4, B8). If it ended by
+                        // itself in the meantime (say the runtime call failed at the same
+                        // deadline), the answer is what it became, never a 408 that the
+                        // execution's own status would contradict.
+                        if created
+                            && !self.end_waiting(&function, &execution_id, Abort::Timeout)
+                        {
+                            if let Subscription::Done(outcome) = self.store.subscribe(&execution_id) {
+                                break outcome;
+                            }
+                        }
+                        // Every wait that times out counts (REFERENCE §3.2).
+                        self.metrics.for_function(&function).timeout.inc();
                         break Outcome::Timeout;
                     }
                     () = queue_wait => {

@@ -79,7 +79,6 @@ impl ConcurrencyControlMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
     #[serde(default, deserialize_with = "lenient_string")]
     pub cpu: Option<String>,
@@ -88,7 +87,6 @@ pub struct ResourceSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScalingMetric {
     #[serde(rename = "type", default, deserialize_with = "lenient_string")]
     pub kind: Option<String>,
@@ -99,7 +97,7 @@ pub struct ScalingMetric {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ConcurrencyControl {
     #[serde(default)]
     pub mode: Option<ConcurrencyControlMode>,
@@ -135,7 +133,7 @@ impl ConcurrencyControl {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ScalingConfig {
     #[serde(default)]
     pub strategy: Option<ScalingStrategy>,
@@ -149,19 +147,18 @@ pub struct ScalingConfig {
     pub concurrency_control: Option<ConcurrencyControl>,
 }
 
-/// The registration request body (REFERENCE §2.1). Unknown fields are refused so that a typo such
-/// as `timeoutMS` is not silently replaced by a default; the read-only fields of a
-/// FunctionResponse are accepted and ignored, so a GET result can be registered again.
+/// The registration request body (REFERENCE §2.1), read as Jackson reads it for the Java control
+/// plane (§1.3): unknown fields are ignored and scalars are coerced (`"5"` → 5, `1` → `"1"`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FunctionSpecRequest {
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub image: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string_list")]
     pub command: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string_map")]
     pub env: Option<BTreeMap<String, Option<String>>>,
     #[serde(default)]
     pub resources: Option<ResourceSpec>,
@@ -183,18 +180,12 @@ pub struct FunctionSpecRequest {
     pub runtime_command: Option<String>,
     #[serde(default)]
     pub scaling_config: Option<ScalingConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string_list")]
     pub image_pull_secrets: Option<Vec<String>>,
-    // FunctionResponse fields: `requestedExecutionMode` stands in for a missing `executionMode`
-    // (so a GET result registers as it was); the others are read-only and ignored.
+    // A FunctionResponse's `requestedExecutionMode` stands in for a missing `executionMode`, so a
+    // GET result registers as it was.
     #[serde(default, rename = "requestedExecutionMode")]
     requested_execution_mode: Option<ExecutionMode>,
-    #[serde(default, rename = "effectiveExecutionMode")]
-    _effective_execution_mode: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "deploymentBackend")]
-    _deployment_backend: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "degradationReason")]
-    _degradation_reason: Option<serde::de::IgnoredAny>,
 }
 
 /// A function spec with every default applied (REFERENCE §2.2).
@@ -449,7 +440,8 @@ pub struct FunctionResponse<'a> {
     pub image_pull_secrets: Option<&'a [String]>,
 }
 
-/// Integers as Jackson reads them: a number with no fraction, or a string holding one.
+/// Integers as Jackson reads them: a number (a fraction is truncated, as Jackson's
+/// `ACCEPT_FLOAT_AS_INT` does: `1.9` → 1), or a string holding an integer.
 pub(crate) fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     use serde::de::Error;
     let v = Option::<serde_json::Value>::deserialize(d)?;
@@ -458,8 +450,8 @@ pub(crate) fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>
         Some(serde_json::Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 Ok(Some(i))
-            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18) {
-                Ok(Some(f as i64))
+            } else if let Some(f) = n.as_f64().filter(|f| f.abs() < 9.0e18) {
+                Ok(Some(f.trunc() as i64))
             } else {
                 Err(D::Error::custom(format!("expected an integer, got {n}")))
             }
@@ -521,6 +513,60 @@ pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
         Some(serde_json::Value::Bool(b)) => Ok(Some(b.to_string())),
         Some(other) => Err(D::Error::custom(format!(
             "expected a string, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
+/// A scalar as the text Jackson binds to a `String`; `None` for JSON null.
+fn scalar_text<E: serde::de::Error>(v: serde_json::Value, what: &str) -> Result<Option<String>, E> {
+    match v {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s)),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        serde_json::Value::Bool(b) => Ok(Some(b.to_string())),
+        other => Err(E::custom(format!(
+            "expected {what} of strings, got {} in it",
+            kind_of(&other)
+        ))),
+    }
+}
+
+/// A list of strings as Jackson reads it: scalar items become their text, null items are dropped.
+pub(crate) fn lenient_string_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.extend(scalar_text::<D::Error>(item, "an array")?);
+            }
+            Ok(Some(out))
+        }
+        Some(other) => Err(D::Error::custom(format!(
+            "expected an array of strings, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
+/// A string → string map as Jackson reads it: scalar values become their text, null stays null.
+pub(crate) fn lenient_string_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, Option<String>>>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| Ok((k, scalar_text::<D::Error>(v, "an object")?)))
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(other) => Err(D::Error::custom(format!(
+            "expected an object of strings, got {}",
             kind_of(&other)
         ))),
     }
@@ -663,9 +709,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_wrong_types_are_refused() {
+    fn unknown_fields_are_ignored_and_wrong_types_refused() {
+        let r =
+            serde_json::from_str::<FunctionSpecRequest>(r#"{"name":"f","timeoutMS":1}"#).unwrap();
+        assert_eq!(r.timeout_ms, None);
+        let r = serde_json::from_str::<FunctionSpecRequest>(
+            r#"{"name":"f","timeoutMs":2.7,"env":{"A":1,"B":null},"imagePullSecrets":["s",null,3]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.timeout_ms, Some(2));
+        assert_eq!(
+            r.env,
+            Some(BTreeMap::from([
+                ("A".into(), Some("1".into())),
+                ("B".into(), None)
+            ]))
+        );
+        assert_eq!(r.image_pull_secrets, Some(vec!["s".into(), "3".into()]));
         assert!(
-            serde_json::from_str::<FunctionSpecRequest>(r#"{"name":"f","timeoutMS":1}"#).is_err()
+            serde_json::from_str::<FunctionSpecRequest>(r#"{"name":"f","env":{"A":{}}}"#).is_err()
         );
         assert!(
             serde_json::from_str::<FunctionSpecRequest>(r#"{"name":"f","timeoutMs":"soon"}"#)
@@ -676,7 +738,7 @@ mod tests {
             serde_json::from_str::<FunctionSpecRequest>(r#"{"name":"f","executionMode":"local"}"#)
                 .is_err()
         );
-        // FunctionResponse's read-only fields are tolerated.
+        // A FunctionResponse's read-only fields are ignored like any unknown field.
         assert!(
             serde_json::from_str::<FunctionSpecRequest>(
                 r#"{"name":"f","image":"i","effectiveExecutionMode":"POOL","deploymentBackend":"k8s"}"#

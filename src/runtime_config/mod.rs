@@ -38,7 +38,7 @@ fn iso<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// A PATCH / validate request as received: durations are ISO-8601 strings.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PatchRequest {
     #[serde(default, deserialize_with = "lenient_int")]
     pub expected_revision: Option<i64>,
