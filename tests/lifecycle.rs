@@ -28,6 +28,24 @@ async fn health_endpoints_answer_as_spring_actuator() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap(), json!({"status":"UP"}));
     }
+    // A client that asks for plain JSON gets it, as from Spring's content negotiation.
+    for (accept, expected) in [
+        ("application/json", "application/json"),
+        ("*/*", "application/vnd.spring-boot.actuator.v3+json"),
+        (
+            "application/vnd.spring-boot.actuator.v3+json, application/json",
+            "application/vnd.spring-boot.actuator.v3+json",
+        ),
+    ] {
+        let r = app
+            .client
+            .get(format!("{}/actuator/health/readiness", app.management))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], expected, "Accept: {accept}");
+    }
     let links: Value = get("/actuator").await.unwrap().json().await.unwrap();
     assert!(
         links["_links"]["prometheus"]["href"]

@@ -44,19 +44,44 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn actuator(status: StatusCode, body: serde_json::Value) -> Response {
+/// Spring's actuator media type, or plain `application/json` when the client asks for that one
+/// (and not the actuator type), as Spring's content negotiation answers.
+fn actuator_content_type(headers: &HeaderMap) -> &'static str {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect::<Vec<_>>();
+    let asks = |t: &str| accept.iter().any(|a| a == t);
+    if asks("application/json") && !asks(ACTUATOR_JSON) {
+        "application/json"
+    } else {
+        ACTUATOR_JSON
+    }
+}
+
+fn actuator(headers: &HeaderMap, status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(ACTUATOR_JSON),
+            HeaderValue::from_static(actuator_content_type(headers)),
         )],
         body.to_string(),
     )
         .into_response()
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let actuator = |status, body| actuator(&headers, status, body);
     if state.health.is_ready() {
         actuator(
             StatusCode::OK,
@@ -70,11 +95,12 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn liveness() -> Response {
-    actuator(StatusCode::OK, json!({"status": "UP"}))
+async fn liveness(headers: HeaderMap) -> Response {
+    actuator(&headers, StatusCode::OK, json!({"status": "UP"}))
 }
 
-async fn readiness(State(state): State<AppState>) -> Response {
+async fn readiness(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let actuator = |status, body| actuator(&headers, status, body);
     if state.health.is_ready() {
         actuator(StatusCode::OK, json!({"status": "UP"}))
     } else {
@@ -108,6 +134,7 @@ async fn links(headers: HeaderMap) -> Response {
     let base = format!("http://{host}/actuator");
     let link = |path: &str, templated: bool| json!({"href": format!("{base}{path}"), "templated": templated});
     actuator(
+        &headers,
         StatusCode::OK,
         json!({"_links": {
             "self": link("", false),
