@@ -43,9 +43,21 @@ use crate::queue::{QueueManager, SyncSettings};
 use crate::registry::Registry;
 use crate::runtime_config::RuntimeConfigService;
 
-/// Shared handles given to every handler; cloning copies `Arc`s.
+/// Shared handles given to every handler. axum clones the state for every request, so it is one
+/// `Arc` (one reference-count update per clone) that derefs to the handles.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// The handles behind [`AppState`].
+pub struct Handles {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub invocations: Arc<InvocationService>,
@@ -120,7 +132,7 @@ impl App {
             queue,
             async_enabled: config.async_queue_enabled,
         });
-        let state = AppState {
+        let state = AppState(Arc::new(Handles {
             config,
             registry,
             invocations,
@@ -129,7 +141,7 @@ impl App {
             metrics,
             runtime_config,
             health: Arc::new(Health::default()),
-        };
+        }));
         Ok(App {
             api: api::router(state.clone()),
             management: api::management::router(state.clone()),
