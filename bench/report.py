@@ -81,6 +81,12 @@ def mib(kb):
     return f"{kb / 1024:.1f} MiB"
 
 
+LABELS = {"direct": "direct → runtime", "pool": "CP → POOL runtime",
+          "local": "CP LOCAL (in-process echo)",
+          "relay": "relay (axum + reqwest, no logic) → runtime",
+          "hyperrelay": "relay (axum + bare hyper client, no logic) → runtime"}
+
+
 def main():
     results = Path(sys.argv[1])
     meta, runs, order, samples = load(results)
@@ -193,15 +199,13 @@ def main():
       "interrupts); the script waits for a quiet machine before each run.")
     w("")
     w("| Run | Path | c | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors | "
-      "CP CPU µs/req | CP sys | runtime CPU µs/req | wrk CPU µs/req | machine busy | other |")
+      "CP (or relay) CPU µs/req | CP sys | runtime CPU µs/req | wrk CPU µs/req | machine busy | other |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    labels = {"direct": "direct → runtime", "pool": "CP → POOL runtime",
-              "local": "CP LOCAL (in-process echo)"}
     for r in measured + longs:
         direct = r["target"] == "direct"
         cp = "–" if direct else f1(r["cp_us_req"])
         cps = "–" if direct else f"{r['cp_sys_pct']:.0f}%"
-        w(f"| {r['name']} | {labels[r['target']]} | {r['conc']} | {f0(r['rps'])} "
+        w(f"| {r['name']} | {LABELS[r['target']]} | {r['conc']} | {f0(r['rps'])} "
           f"| {f0(r['p50_us'])} | {f0(r['p90_us'])} | {f0(r['p99_us'])} | {f0(r['p999_us'])} "
           f"| {r['errors']} | {cp} | {cps} "
           f"| {f1(r['rt_us_req']) if r['target'] != 'local' else '–'} | {f1(r['wrk_us_req'])} "
@@ -236,12 +240,43 @@ def main():
         d = get("direct", r["conc"])
         if not d:
             continue
-        total = r["cp_us_req"] + (r["rt_us_req"] if r["target"] == "pool" else 0)
-        w(f"| {labels[r['target']]} | {r['conc']} | {f2(r['rps'] / d['rps'])} "
+        total = r["cp_us_req"] + (r["rt_us_req"] if r["target"] != "local" else 0)
+        w(f"| {LABELS[r['target']]} | {r['conc']} | {f2(r['rps'] / d['rps'])} "
           f"| {f2(r['p50_us'] / d['p50_us'])} | {f2(r['p99_us'] / d['p99_us'])} "
           f"| {f0(r['p50_us'] - d['p50_us'])} | {f0(r['p99_us'] - d['p99_us'])} "
           f"| {f2(r['cp_us_req'] / d['rt_us_req'])} | {f2(total / d['rt_us_req'])} |")
     w("")
+
+    # ---- the floor of the stack
+    if get("relay", 16):
+        w("## Against the floor of the stack (logic-free relays)")
+        w("")
+        w("The relays (`examples/bench_proxy.rs`) do exactly the two HTTP exchanges of a POOL "
+          "invocation and nothing else: axum serving, one pooled client calling the same minimal "
+          "runtime, tokio with one worker per core, mimalloc — no execution record, idempotency, "
+          "metrics or tracing. One relay calls with reqwest, as the control plane does; the other "
+          "with the bare hyper-util client that reqwest is built on. They show what any "
+          "implementation on this stack costs on this machine, measured in the same run.")
+        w("")
+        w("| c | CP CPU µs/req | reqwest relay CPU µs/req | hyper relay CPU µs/req "
+          "| CP − reqwest relay µs | CP ÷ reqwest relay | added p50 µs: CP / reqwest relay / hyper relay (vs direct) |")
+        w("|---|---|---|---|---|---|---|")
+        for c in (1, 16, 64):
+            p, rl, hr, d = get("pool", c), get("relay", c), get("hyperrelay", c), get("direct", c)
+            if not (p and rl and hr and d):
+                continue
+            w(f"| {c} | {f1(p['cp_us_req'])} | {f1(rl['cp_us_req'])} | {f1(hr['cp_us_req'])} "
+              f"| {f1(p['cp_us_req'] - rl['cp_us_req'])} | {f2(p['cp_us_req'] / rl['cp_us_req'])} "
+              f"| {f0(p['p50_us'] - d['p50_us'])} / {f0(rl['p50_us'] - d['p50_us'])} / "
+              f"{f0(hr['p50_us'] - d['p50_us'])} |")
+        w("")
+        floor = [(c, get("hyperrelay", c)["cp_us_req"]) for c in (16, 64) if get("hyperrelay", c)]
+        below = [c for c, v in floor if v > TARGET_CPU_US]
+        if below:
+            w(f"Even the bare hyper relay spends more than the {f0(TARGET_CPU_US)} µs CPU target "
+              "per request at c=" + ", ".join(str(c) for c in below) + ", so that target is "
+              "below the floor of a relay on this stack and machine.")
+            w("")
 
     # ---- polling check
     w("## Polling / sleeping check")

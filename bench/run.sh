@@ -3,8 +3,9 @@
 #
 #   bash bench/run.sh
 #
-# Builds the release control plane and the minimal runtime (examples/bench_runtime.rs), starts
-# both inside a private network namespace (only loopback exists there, so nothing is reachable
+# Builds the release control plane, the minimal runtime (examples/bench_runtime.rs) and the
+# logic-free relay (examples/bench_proxy.rs, the floor of the control plane's stack), starts them
+# inside a private network namespace (only loopback exists there, so nothing is reachable
 # from outside the machine even though the control plane binds 0.0.0.0), drives them with wrk
 # and writes bench/results/report.md plus every raw wrk output next to it. Takes about 5 minutes
 # (build excluded). Everything it starts is stopped on exit, failure included.
@@ -32,6 +33,7 @@ RESULTS=${BENCH_RESULTS_DIR:-$HERE/results}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CP_BIN=$TARGET_DIR/release/nanofaas-control-plane
 RT_BIN=$TARGET_DIR/release/examples/bench_runtime
+RELAY_BIN=$TARGET_DIR/release/examples/bench_proxy
 
 DURATION_S=${BENCH_DURATION_S:-10}
 WARMUP_S=${BENCH_WARMUP_S:-3}
@@ -44,6 +46,8 @@ NOISE_PCT=5
 MAX_ATTEMPTS=3
 
 RT_PORT=19090
+RELAY_PORT=19091
+HRELAY_PORT=19092
 CP_PORT=18080
 MG_PORT=18081
 
@@ -71,11 +75,12 @@ if [[ -z ${BENCH_INNER:-} ]]; then
     if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
         log "building release binaries (cargo build --release)"
         (cd "$ROOT" && cargo build --release -p nanofaas-control-plane --bin nanofaas-control-plane \
-            --example bench_runtime)
+            --example bench_runtime --example bench_proxy)
     fi
     [[ -x $CP_BIN ]] || die "missing $CP_BIN"
     [[ -x $RT_BIN ]] || die "missing $RT_BIN"
-    export BENCH_INNER=1 CP_BIN RT_BIN RESULTS
+    [[ -x $RELAY_BIN ]] || die "missing $RELAY_BIN"
+    export BENCH_INNER=1 CP_BIN RT_BIN RELAY_BIN RESULTS
     if [[ -n ${BENCH_NO_NETNS:-} ]]; then
         log "WARNING: BENCH_NO_NETNS set: the control plane listens on 0.0.0.0 of the host"
         export BENCH_NETNS=host
@@ -185,6 +190,18 @@ log "starting bench_runtime on 127.0.0.1:$RT_PORT"
 RT_PID=$!
 PIDS+=("$RT_PID")
 
+# The floor of the control plane's stack: the same two HTTP exchanges with no logic, once on
+# reqwest (as the control plane) and once on the bare hyper-util client reqwest is built on.
+log "starting the relays on 127.0.0.1:$RELAY_PORT (reqwest) and :$HRELAY_PORT (hyper)"
+BENCH_PROXY_UPSTREAM="http://127.0.0.1:$RT_PORT/invoke" "$RELAY_BIN" "$RELAY_PORT" \
+    >"$RESULTS/relay.log" 2>&1 &
+RELAY_PID=$!
+PIDS+=("$RELAY_PID")
+BENCH_PROXY_CLIENT=hyper BENCH_PROXY_UPSTREAM="http://127.0.0.1:$RT_PORT/invoke" "$RELAY_BIN" \
+    "$HRELAY_PORT" >"$RESULTS/relay-hyper.log" 2>&1 &
+HRELAY_PID=$!
+PIDS+=("$HRELAY_PID")
+
 log "starting the control plane on ports $CP_PORT/$MG_PORT"
 env -u RUST_LOG \
     SERVER_PORT=$CP_PORT \
@@ -239,10 +256,22 @@ RT_BODY='{"input":{"message":"hi"},"metadata":null}'
 URL_DIRECT="http://127.0.0.1:$RT_PORT/invoke"
 URL_POOL="http://127.0.0.1:$CP_PORT/v1/functions/pool:invoke"
 URL_LOCAL="http://127.0.0.1:$CP_PORT/v1/functions/echo:invoke"
+URL_RELAY="http://127.0.0.1:$RELAY_PORT/invoke"
+URL_HRELAY="http://127.0.0.1:$HRELAY_PORT/invoke"
 
 for url in "$URL_POOL" "$URL_LOCAL"; do
     out=$(curl -fsS --max-time 5 -H 'Content-Type: application/json' -d "$CP_BODY" "$url")
     [[ $out == *'"status":"success"'* ]] || die "sanity invocation of $url failed: $out"
+    printf '%s -> %s\n' "$url" "$out" >>"$RESULTS/sanity.txt"
+done
+for url in "$URL_RELAY" "$URL_HRELAY"; do
+    out=""
+    for ((i = 0; i < 50; i++)); do
+        out=$(curl -fsS --max-time 2 -H 'Content-Type: application/json' -d "$RT_BODY" "$url" \
+            2>/dev/null) && break
+        sleep 0.1
+    done
+    [[ $out == *'"message":"hi"'* ]] || die "sanity call of the relay $url failed: $out"
     printf '%s -> %s\n' "$url" "$out" >>"$RESULTS/sanity.txt"
 done
 meta cp_rss_after_register_kb "$(rss_kb "$CP_PID")"
@@ -297,23 +326,28 @@ run_wrk() {
     grep -q '"err_status":0,' "$RESULTS/wrk_$name.json" ||
         log "WARNING: $name had non-2xx responses: $(cat "$RESULTS/wrk_$name.json")"
 }
-# Sets RUN_LINE (the runs.tsv fields) and RUN_OTHER_PCT.
+# Sets RUN_LINE (the runs.tsv fields) and RUN_OTHER_PCT. The cp_* columns hold the CPU of the
+# process wrk calls through: the control plane, or the relay on relay runs.
 run_wrk_once() {
     local name=$1 kind=$2 target=$3 url=$4 body=$5 conc=$6 dur=$7
-    local threads=2 rt0 rt1 s0 s1 w0 cu0 cs0 cu1 cs1 sb0 st0 sb1 st1 other
+    local threads=2 rt0 rt1 s0 s1 w0 cu0 cs0 cu1 cs1 sb0 st0 sb1 st1 other pid=$CP_PID
     if ((conc == 1)); then threads=1; fi
+    case $target in
+    relay) pid=$RELAY_PID ;;
+    hyperrelay) pid=$HRELAY_PID ;;
+    esac
     wait_quiet
     log "wrk $name: $target c=$conc t=$threads ${dur}s"
     children_ms
     w0=$CHILD_MS
-    read -r cu0 cs0 <<<"$(cpu_ut_st "$CP_PID")"
+    read -r cu0 cs0 <<<"$(cpu_ut_st "$pid")"
     rt0=$(cpu_ticks "$RT_PID")
     s0=$(sys_ticks)
     WRK_BODY=$body WRK_OUT=$RESULTS/wrk_$name.json \
         timeout $((dur + 30)) wrk -t"$threads" -c"$conc" -d"${dur}s" --timeout 10s --latency \
         -s "$HERE/wrk_post.lua" "$url" >"$RESULTS/wrk_$name.txt" 2>&1 ||
         die "wrk $name failed: $(cat "$RESULTS/wrk_$name.txt")"
-    read -r cu1 cs1 <<<"$(cpu_ut_st "$CP_PID")"
+    read -r cu1 cs1 <<<"$(cpu_ut_st "$pid")"
     rt1=$(cpu_ticks "$RT_PID")
     s1=$(sys_ticks)
     children_ms
@@ -332,10 +366,14 @@ requests_of() { sed -n 's/.*"requests":\([0-9]*\).*/\1/p' "$RESULTS/wrk_$1.json"
 run_wrk warmup_direct warmup direct "$URL_DIRECT" "$RT_BODY" 16 "$WARMUP_S"
 run_wrk warmup_pool warmup pool "$URL_POOL" "$CP_BODY" 64 "$WARMUP_S"
 run_wrk warmup_local warmup local "$URL_LOCAL" "$CP_BODY" 16 "$WARMUP_S"
+run_wrk warmup_relay warmup relay "$URL_RELAY" "$RT_BODY" 16 "$WARMUP_S"
+run_wrk warmup_hyperrelay warmup hyperrelay "$URL_HRELAY" "$RT_BODY" 16 "$WARMUP_S"
 
 # --- measured runs, interleaved so that drift hits every target alike ---------------------------
 for c in 1 16 64; do
     run_wrk "direct_c$c" measure direct "$URL_DIRECT" "$RT_BODY" "$c" "$DURATION_S"
+    run_wrk "relay_c$c" measure relay "$URL_RELAY" "$RT_BODY" "$c" "$DURATION_S"
+    run_wrk "hyperrelay_c$c" measure hyperrelay "$URL_HRELAY" "$RT_BODY" "$c" "$DURATION_S"
     run_wrk "pool_c$c" measure pool "$URL_POOL" "$CP_BODY" "$c" "$DURATION_S"
     if ((c != 16)); then
         run_wrk "local_c$c" measure local "$URL_LOCAL" "$CP_BODY" "$c" "$DURATION_S"
