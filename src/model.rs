@@ -9,9 +9,9 @@ use serde_json::value::RawValue;
 /// A JSON value kept as its validated text: parsed once, never rebuilt, cheap to clone.
 pub type Json = Arc<RawValue>;
 
-/// Builds a [`Json`] from already-serialized text, validating it.
+/// Validated JSON from text, compacted as Java's Jackson re-serialises it.
 pub fn json_from_text(text: String) -> Result<Json, serde_json::Error> {
-    RawValue::from_string(text).map(Arc::from)
+    RawValue::from_string(text).map(compact).map(Arc::from)
 }
 
 /// `raw` without insignificant whitespace, as Java's Jackson writes it; unchanged (no copy) when
@@ -174,6 +174,7 @@ impl CallbackBody {
         if success {
             let output = self
                 .output
+                .map(compact)
                 .map(Arc::from)
                 .filter(|o: &Json| o.get() != "null");
             (AttemptResult::Success(output), false)
@@ -283,6 +284,12 @@ mod tests {
                 .0
                 .is_success()
         );
+    }
+
+    #[test]
+    fn text_from_a_runtime_is_compacted() {
+        let j = json_from_text("{\n  \"hello\": \"w o\",\n  \"n\": [1, 2]\n}".to_owned()).unwrap();
+        assert_eq!(j.get(), r#"{"hello":"w o","n":[1,2]}"#);
     }
 
     #[test]

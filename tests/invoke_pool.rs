@@ -413,6 +413,74 @@ async fn a_runtime_that_never_answers_times_out_per_timeout_ms() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Java's Jackson re-serialises a runtime's JSON; so do we: the output comes back compact, from
+/// the reply and from a callback alike (whitespace inside strings is kept).
+#[tokio::test]
+async fn pretty_printed_outputs_come_back_compact() {
+    let (app, stub) = setup().await;
+    app.pool("f", &stub.url("/pretty"), json!({})).await;
+    let r = app.invoke("f", json!({"input": 1})).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(r#""output":{"hello":"w o","n":[1,2]}"#),
+        "{text}"
+    );
+    let id: Value = serde_json::from_str(&text).unwrap();
+    let id = id["executionId"].as_str().unwrap().to_owned();
+    let stored = app
+        .client
+        .get(format!("{}/v1/executions/{id}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        stored.contains(r#""output":{"hello":"w o","n":[1,2]}"#),
+        "{stored}"
+    );
+
+    // A callback's output is compacted too.
+    app.pool("g", &stub.url("/hang"), json!({"timeoutMs": 5000}))
+        .await;
+    let pending = app.spawn_invoke("g", &[], json!({"input": 1}));
+    let mut id = None;
+    eventually("the runtime to receive the request", || {
+        id = stub
+            .requests()
+            .iter()
+            .find(|r| r.path == "hang")
+            .and_then(|r| r.headers.get("X-Execution-Id"))
+            .map(|v| v.to_str().unwrap().to_owned());
+        std::future::ready(id.is_some())
+    })
+    .await;
+    let id = id.unwrap();
+    let body = r#"{"success": true, "output": { "a" : [ 1 , "x y" ] }}"#;
+    let r = app
+        .client
+        .post(format!("{}/v1/internal/executions/{id}:complete", app.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(pending.await.unwrap().0, 200);
+    let stored = app
+        .client
+        .get(format!("{}/v1/executions/{id}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stored.contains(r#""output":{"a":[1,"x y"]}"#), "{stored}");
+}
+
 /// The wait and the runtime call share one deadline by default (both timeoutMs), so either may
 /// end first; whichever does, the caller's answer and the execution's status must agree.
 #[tokio::test]

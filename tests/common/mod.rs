@@ -356,6 +356,11 @@ async fn stub_handler(
     match behaviour {
         "reply" => axum::Json(json!({"echo": input})).into_response(),
         "text" => ([("content-type", "text/plain")], "hello text").into_response(),
+        "pretty" => (
+            [("content-type", "application/json")],
+            "{\n  \"hello\": \"w o\",\n  \"n\": [1, 2]\n}\n",
+        )
+            .into_response(),
         "empty" => StatusCode::OK.into_response(),
         "null" => ([("content-type", "application/json")], "null").into_response(),
         "badjson" => ([("content-type", "application/json")], "{not json").into_response(),
