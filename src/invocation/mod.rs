@@ -8,6 +8,7 @@
 //! shutdown can drain them.
 
 pub mod idempotency;
+mod self_wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +255,9 @@ impl InvocationService {
         let outcome = match self.store.subscribe(&execution_id) {
             Subscription::Done(outcome) => outcome,
             Subscription::Missing => Outcome::Error(evicted()),
-            Subscription::Waiting(mut rx) => loop {
+            // The driven dispatch completes the execution inside this task's poll; its wake-up
+            // of this very task is turned into a direct re-poll (see `self_wake`).
+            Subscription::Waiting(mut rx) => self_wake::without_self_wakes(async { loop {
                 let queue_wait = async {
                     match queue_deadline {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -293,7 +296,8 @@ impl InvocationService {
                         }
                     }
                 }
-            },
+            }})
+            .await,
         };
         if let Outcome::QueueTimeout = outcome {
             return Err(InvokeError::SyncQueueRejected {
