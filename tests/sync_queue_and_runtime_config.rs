@@ -226,6 +226,16 @@ async fn runtime_config_get_validate_and_patch() {
             json!("5s")
         )
     );
+    // A number is read as its text (Jackson's coercion), then refused as a duration the same way.
+    let r = post("/validate", json!({"syncQueueMaxEstimatedWait": 5}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        (b["field"].clone(), b["value"].clone()),
+        (json!("syncQueueMaxEstimatedWait"), json!("5"))
+    );
 
     let r = patch(json!({"rateMaxPerSecond": 5})).await.unwrap();
     assert_eq!(r.status(), 400);

@@ -15,7 +15,7 @@ use crate::config::{Config, format_iso_duration, parse_iso_duration};
 use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::registry::lock;
-use crate::registry::spec::{lenient_bool, lenient_int};
+use crate::registry::spec::{lenient_bool, lenient_int, lenient_string};
 
 /// The live settings (GET body; `effectiveConfig` of a PATCH answer).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,9 +48,11 @@ pub struct PatchRequest {
     pub sync_queue_enabled: Option<bool>,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub sync_queue_admission_enabled: Option<bool>,
-    #[serde(default)]
+    // Jackson binds a number to these String fields as its text (`5` → "5"), which then fails
+    // as a duration with the field/value error body (REFERENCE §5.4), not as an unreadable body.
+    #[serde(default, deserialize_with = "lenient_string")]
     pub sync_queue_max_estimated_wait: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub sync_queue_max_queue_wait: Option<String>,
     #[serde(default, deserialize_with = "lenient_int")]
     pub sync_queue_retry_after_seconds: Option<i64>,
