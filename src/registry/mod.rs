@@ -170,10 +170,21 @@ impl Registry {
             match self.providers.select(&spec).await {
                 Ok(provider) => {
                     provider.validate_image(&spec).await?;
-                    let provisioned = provider.provision(&spec).await?;
-                    spec.endpoint_url = Some(provisioned.endpoint_url);
-                    replicas = provisioned.replicas;
-                    backend = Some(provider);
+                    match provider.provision(&spec).await {
+                        Ok(provisioned) => {
+                            spec.endpoint_url = Some(provisioned.endpoint_url);
+                            replicas = provisioned.replicas;
+                            backend = Some(provider);
+                        }
+                        // REFERENCE §1.6 step 5: a backend that cannot provision now (a replica
+                        // that never became ready, an engine that went away) degrades to POOL when
+                        // the spec gives an endpoint, as a missing backend does.
+                        Err(DeployError::Unavailable(reason)) if spec.endpoint_url.is_some() => {
+                            effective_mode = ExecutionMode::Pool;
+                            degradation_reason = Some(reason);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Err(DeployError::Unavailable(reason)) if spec.endpoint_url.is_some() => {
                     effective_mode = ExecutionMode::Pool;
@@ -347,4 +358,85 @@ pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::deploy::{BoxFuture, DeploymentProvider, Provisioned};
+
+    /// A backend whose replicas never become ready.
+    struct NeverReady;
+
+    impl DeploymentProvider for NeverReady {
+        fn id(&self) -> &'static str {
+            "never-ready"
+        }
+        fn is_available(&self) -> BoxFuture<'_, bool> {
+            Box::pin(async { true })
+        }
+        fn supports(&self, _spec: &FunctionSpec) -> bool {
+            true
+        }
+        fn provision<'a>(
+            &'a self,
+            _spec: &'a FunctionSpec,
+        ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+            Box::pin(async {
+                Err(DeployError::Unavailable(
+                    "replica never became ready".into(),
+                ))
+            })
+        }
+        fn deprovision<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn set_replicas<'a>(
+            &'a self,
+            _name: &'a str,
+            _replicas: u32,
+        ) -> BoxFuture<'a, Result<(), DeployError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn ready_replicas<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    fn request(spec: serde_json::Value) -> FunctionSpecRequest {
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_cannot_provision_degrades_to_pool_only_with_an_endpoint() {
+        let providers = Providers::new(
+            vec![Arc::new(NeverReady) as Arc<dyn DeploymentProvider>],
+            None,
+        );
+        let registry = Registry::new(Config::default().defaults, None, providers);
+        let f = registry
+            .register(request(serde_json::json!({
+                "name": "f", "image": "i", "endpointUrl": "http://127.0.0.1:9/invoke"
+            })))
+            .await
+            .unwrap();
+        assert_eq!(f.effective_mode, ExecutionMode::Pool);
+        assert_eq!(f.deployment_backend, None);
+        assert_eq!(
+            f.degradation_reason.as_deref(),
+            Some("replica never became ready")
+        );
+        let refused = registry
+            .register(request(serde_json::json!({"name": "g", "image": "i"})))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::Deploy(DeployError::Unavailable(_)))
+            ),
+            "{refused:?}"
+        );
+        assert!(registry.get("g").is_none());
+    }
 }
