@@ -112,18 +112,7 @@ async fn invoke(State(relay): State<Arc<Relay>>, body: Bytes) -> Response {
         Ok::<_, reqwest::Error>((status, response.bytes().await?))
     }
     .await;
-    match reply {
-        Ok((status, bytes)) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    }
+    answer(reply.map_err(|e| e.to_string()))
 }
 
 async fn relay_hyper(client: &HyperClient, uri: &axum::http::Uri, body: Bytes) -> Response {
@@ -138,6 +127,11 @@ async fn relay_hyper(client: &HyperClient, uri: &axum::http::Uri, body: Bytes) -
         Ok::<_, anyhow::Error>((status, bytes))
     }
     .await;
+    answer(reply.map_err(|e| e.to_string()))
+}
+
+/// The upstream's status and body as JSON, or 502 with the failure.
+fn answer(reply: Result<(StatusCode, Bytes), String>) -> Response {
     match reply {
         Ok((status, bytes)) => (
             status,
@@ -148,7 +142,7 @@ async fn relay_hyper(client: &HyperClient, uri: &axum::http::Uri, body: Bytes) -
             bytes,
         )
             .into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
     }
 }
 

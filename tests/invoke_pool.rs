@@ -428,15 +428,7 @@ async fn pretty_printed_outputs_come_back_compact() {
     );
     let id: Value = serde_json::from_str(&text).unwrap();
     let id = id["executionId"].as_str().unwrap().to_owned();
-    let stored = app
-        .client
-        .get(format!("{}/v1/executions/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stored = app.execution_text(&id).await;
     assert!(
         stored.contains(r#""output":{"hello":"w o","n":[1,2]}"#),
         "{stored}"
@@ -469,15 +461,7 @@ async fn pretty_printed_outputs_come_back_compact() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(pending.await.unwrap().0, 200);
-    let stored = app
-        .client
-        .get(format!("{}/v1/executions/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stored = app.execution_text(&id).await;
     assert!(stored.contains(r#""output":{"a":[1,"x y"]}"#), "{stored}");
 }
 

@@ -176,6 +176,13 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /v1/executions/{id}` as the raw text (for checks on the exact JSON written).
+    pub async fn execution_text(&self, id: &str) -> String {
+        let url = format!("{}/v1/executions/{id}", self.base);
+        let r = self.client.get(url).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn callback(&self, id: &str, attempt: Option<u32>, body: Value) -> StatusCode {
         let mut req = self
             .client
