@@ -424,6 +424,12 @@ impl Reader<'_> {
                         value,
                         format!("expected an integer between {min} and {max}"),
                     )),
+                    // A negative number is an integer, just not an accepted one.
+                    Err(_) if trimmed.parse::<i64>().is_ok() => Err(Self::fail(
+                        name,
+                        value,
+                        format!("expected an integer between {min} and {max}"),
+                    )),
                     Err(_) => Err(Self::fail(name, value, "expected an integer")),
                 }
             }
@@ -756,6 +762,13 @@ mod tests {
         assert_eq!(err.variable, "NANOFAAS_ASYNC_QUEUE_ENABLED");
         let err = config(&[("SERVER_PORT", "70000")]).unwrap_err();
         assert_eq!(err.variable, "SERVER_PORT");
+        // A negative integer is out of range, not "not an integer".
+        let err = config(&[("NANOFAAS_RATE_MAX_PER_SECOND", "-1")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected an integer between 0 and"),
+            "{err}"
+        );
         let err = config(&[("NANOFAAS_DEFAULTS_CONCURRENCY", "0")]).unwrap_err();
         assert_eq!(err.variable, "NANOFAAS_DEFAULTS_CONCURRENCY");
         let err = config(&[("NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND", "nomad")]).unwrap_err();
