@@ -17,6 +17,10 @@
 //!
 //! Usage: `bench_proxy [PORT]` or `BENCH_PROXY_PORT=PORT bench_proxy` (default 19091).
 
+#[path = "shared/signals.rs"]
+mod signals;
+use signals::shutdown;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -143,18 +147,5 @@ fn answer(reply: Result<(StatusCode, Bytes), String>) -> Response {
         )
             .into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
-    }
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(s) => { s.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
     }
 }

@@ -16,6 +16,10 @@
 //! Usage: `bench_runtime [PORT]` or `BENCH_RUNTIME_PORT=PORT bench_runtime` (default 19090).
 //! It listens on 127.0.0.1 only (`BENCH_RUNTIME_HOST` overrides) and stops on SIGINT/SIGTERM.
 
+#[path = "shared/signals.rs"]
+mod signals;
+use signals::shutdown;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::Router;
@@ -71,17 +75,4 @@ async fn invoke(_body: Bytes) -> Response {
 
 async fn health() -> StatusCode {
     StatusCode::OK
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(s) => { s.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

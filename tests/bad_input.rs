@@ -123,26 +123,19 @@ async fn falsy_inputs_are_valid_and_echoed_exactly() {
     }
     // Key order of the input is preserved in the output.
     let text = app
-        .client
-        .post(format!("{}/v1/functions/echo:invoke", app.base))
-        .header("content-type", "application/json")
-        .body(r#"{"input":{"z":1,"a":2}}"#)
-        .send()
+        .post_raw("/v1/functions/echo:invoke", r#"{"input":{"z":1,"a":2}}"#)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert!(text.contains(r#""output":{"z":1,"a":2}"#), "{text}");
     // Whitespace is dropped from the echo, as Java writes compact JSON.
     let text = app
-        .client
-        .post(format!("{}/v1/functions/echo:invoke", app.base))
-        .header("content-type", "application/json")
-        .body("{\"input\": { \"z\" :\n 1, \"s\": \"a b\" } }")
-        .send()
+        .post_raw(
+            "/v1/functions/echo:invoke",
+            "{\"input\": { \"z\" :\n 1, \"s\": \"a b\" } }",
+        )
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -154,23 +147,9 @@ async fn huge_bodies_are_413() {
     let app = TestApp::with_env(&[("NANOFAAS_HTTP_MAX_REQUEST_BODY_MB", "1")]).await;
     app.local("echo").await;
     let big = format!(r#"{{"input":"{}"}}"#, "x".repeat(2 << 20));
-    let r = app
-        .client
-        .post(format!("{}/v1/functions/echo:invoke", app.base))
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_raw("/v1/functions/echo:invoke", big.clone()).await;
     expect_error(r, 413, "PAYLOAD_TOO_LARGE").await;
-    let r = app
-        .client
-        .post(format!("{}/v1/functions", app.base))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_raw("/v1/functions", big).await;
     expect_error(r, 413, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(app.invoke("echo", json!({"input": 1})).await.status(), 200);
 }
@@ -241,14 +220,7 @@ async fn registration_bodies_of_the_wrong_shape() {
             "VALIDATION_ERROR",
         ),
     ] {
-        let r = app
-            .client
-            .post(format!("{}/v1/functions", app.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = app.post_raw("/v1/functions", body).await;
         let b = expect_error(r, status, code).await;
         // DECISIONS 2: serde's messages name Rust types (`struct ScalingConfig`); ours never do.
         let message = b["message"].as_str().unwrap();

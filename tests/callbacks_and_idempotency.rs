@@ -154,13 +154,8 @@ async fn malformed_callbacks_are_400_json() {
     let app = TestApp::spawn().await;
     for body in ["{oops", "", "[1,2]", r#"{"success":"maybe"}"#] {
         let r = app
-            .client
-            .post(format!("{}/v1/internal/executions/abc:complete", app.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .post_raw("/v1/internal/executions/abc:complete", body)
+            .await;
         assert_eq!(r.status(), 400, "{body}");
         let json: Value = r.json().await.unwrap();
         assert_eq!(json["error"], "BAD_REQUEST");

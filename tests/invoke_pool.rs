@@ -452,13 +452,8 @@ async fn pretty_printed_outputs_come_back_compact() {
     let id = id.unwrap();
     let body = r#"{"success": true, "output": { "a" : [ 1 , "x y" ] }}"#;
     let r = app
-        .client
-        .post(format!("{}/v1/internal/executions/{id}:complete", app.base))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .post_raw(&format!("/v1/internal/executions/{id}:complete"), body)
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(pending.await.unwrap().0, 200);
     let stored = app.execution_text(&id).await;

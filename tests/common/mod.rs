@@ -176,6 +176,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST {path}` with a body sent as given (malformed JSON, exact whitespace, huge sizes) and
+    /// `Content-Type: application/json`.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /v1/executions/{id}` as the raw text (for checks on the exact JSON written).
     pub async fn execution_text(&self, id: &str) -> String {
         let url = format!("{}/v1/executions/{id}", self.base);
