@@ -98,10 +98,11 @@ pub fn json_error(e: serde_json::Error) -> ApiError {
 /// serde names our Rust types in some messages (`expected struct ScalingConfig`, `untagged enum
 /// B`); DECISIONS 2 says no response leaks a Rust type name, so those phrases become JSON terms.
 fn without_type_names(message: &str) -> String {
+    // Only serde's own phrasing: quoted user values may contain "struct " too.
     const PHRASES: [(&str, &str); 3] = [
         ("any variant of untagged enum ", "any accepted form"),
-        ("struct ", "an object"),
-        ("enum ", "a known value"),
+        ("expected struct ", "expected an object"),
+        ("expected enum ", "expected a known value"),
     ];
     let mut text = message.to_owned();
     for (phrase, replacement) in PHRASES {
@@ -173,5 +174,7 @@ mod tests {
             "data did not match any accepted form"
         );
         assert_eq!(super::without_type_names("plain"), "plain");
+        let quoted = r#"invalid type: string "a struct of mine", expected i64"#;
+        assert_eq!(super::without_type_names(quoted), quoted);
     }
 }
