@@ -21,7 +21,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::registry::{FunctionLifecycle, RegisteredFunction, lock};
+use crate::registry::{FunctionLifecycle, RegisteredFunction};
+use crate::support::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionLabel {

@@ -28,7 +28,8 @@ use crate::config::ScalingConfig as ScalingSettings;
 use crate::metrics::MetricsSection;
 use crate::queue::QueueManager;
 use crate::registry::spec::{ConcurrencyControlMode, ScalingStrategy};
-use crate::registry::{FunctionLifecycle, RegisteredFunction, Registry, RegistryError, lock};
+use crate::registry::{FunctionLifecycle, RegisteredFunction, Registry, RegistryError};
+use crate::support::lock;
 use policy::{
     AdaptiveState, Bounds, ConcurrencySettings, Cooldowns, LoadSignal, MetricKind, PolicyConfig,
     Scale,

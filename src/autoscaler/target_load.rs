@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use crate::metrics::{escape_label, format_float};
-use crate::registry::lock;
 use crate::registry::spec::ScalingConfig;
+use crate::support::lock;
 
 pub const METRIC: &str = "gateway_service_target_load";
 

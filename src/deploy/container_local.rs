@@ -30,7 +30,7 @@ use reqwest::Url;
 use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned, ReplicaSet};
 use crate::config::ContainerLocalConfig;
 use crate::registry::spec::{ExecutionMode, FunctionSpec};
-use crate::registry::{lock, read, write};
+use crate::support::{lock, read, write};
 
 pub const LABEL_MANAGED_BY: &str = "nanofaas.io/managed-by";
 pub const LABEL_INSTANCE: &str = "nanofaas.io/instance";

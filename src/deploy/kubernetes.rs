@@ -39,8 +39,8 @@ use serde::de::DeserializeOwned;
 use super::container_local::runtime_env;
 use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned};
 use crate::config::KubernetesConfig;
-use crate::registry::lock;
 use crate::registry::spec::{ExecutionMode, FunctionSpec, ScalingMetric, ScalingStrategy};
+use crate::support::lock;
 
 /// The server-side-apply field manager of every object this provider writes.
 pub const FIELD_MANAGER: &str = "nanofaas-control-plane";
@@ -495,7 +495,7 @@ fn k8s_error(e: kube::Error, action: &str) -> DeployError {
         )),
         other => DeployError::Unavailable(format!(
             "Kubernetes API unavailable: {}",
-            crate::dispatch::error_chain(&other)
+            crate::support::error_chain(&other)
         )),
     }
 }
@@ -548,7 +548,7 @@ impl KubernetesProvider {
                     .map_err(|e| e.to_string())
                     .and_then(|rt| {
                         rt.block_on(kube::Config::infer())
-                            .map_err(|e| crate::dispatch::error_chain(&e))
+                            .map_err(|e| crate::support::error_chain(&e))
                     });
                 let _ = tx.send(result);
             })
@@ -748,7 +748,7 @@ impl ImageProbe {
         };
         if let Err(e) = self.pods.delete(&name, &now).await {
             if !is_not_found(&e) {
-                tracing::warn!(pod = name, error = %crate::dispatch::error_chain(&e), "deleting the image-validation pod failed");
+                tracing::warn!(pod = name, error = %crate::support::error_chain(&e), "deleting the image-validation pod failed");
             }
         }
         outcome
@@ -889,7 +889,7 @@ impl DeploymentProvider for KubernetesProvider {
                     "Kubernetes API reachable"
                 ),
                 Ok(Err(e)) => tracing::warn!(
-                    error = %crate::dispatch::error_chain(&e),
+                    error = %crate::support::error_chain(&e),
                     "Kubernetes API not reachable; DEPLOYMENT registrations fail with 503 until it is"
                 ),
                 Err(_) => tracing::warn!(

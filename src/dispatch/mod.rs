@@ -11,6 +11,7 @@ use crate::execution::Task;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
 use crate::registry::Endpoint;
 use crate::registry::spec::ExecutionMode;
+use crate::support::error_chain;
 
 /// The result of one attempt, with the cold-start facts read from the reply.
 #[derive(Debug, Clone)]
@@ -186,21 +187,6 @@ fn transport_failure(e: &reqwest::Error, timeout_ms: u64) -> DispatchReply {
         );
     }
     DispatchReply::failure("POOL_ERROR", error_chain(e))
-}
-
-/// `error: cause: root cause` on one line, without type names or a cause already quoted.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A 2xx body: JSON, where empty or `null` is a success with no output (DECISIONS 4, B2).

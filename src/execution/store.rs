@@ -15,7 +15,8 @@ use super::{ExecutionRecord, Outcome, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
 use crate::invocation::idempotency::Liveness;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus};
-use crate::registry::{RegisteredFunction, lock};
+use crate::registry::RegisteredFunction;
+use crate::support::lock;
 
 pub struct ExecutionStore {
     inner: Mutex<Inner>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::registry::lock;
+use crate::support::lock;
 
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
 

@@ -27,7 +27,8 @@ use crate::invocation::{InvokeError, QueueRejected, RejectReason};
 use crate::metrics::{FunctionLabel, Metrics, MetricsSection, escape_label, format_float};
 use crate::model::ErrorInfo;
 use crate::registry::spec::ConcurrencyControlMode;
-use crate::registry::{FunctionLifecycle, RegisteredFunction, lock};
+use crate::registry::{FunctionLifecycle, RegisteredFunction};
+use crate::support::lock;
 use estimator::{RateWindow, estimate_wait};
 
 /// The live (runtime-config mutable) sync-queue settings.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use crate::config::{FunctionDefaults, HostRule};
 use crate::deploy::{DeployError, DeploymentProvider, Providers, ReplicaSet};
 use crate::metrics::FunctionMetrics;
+use crate::support::{lock, read, write};
 use spec::{ExecutionMode, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError};
 
 /// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
@@ -345,19 +346,6 @@ impl Registry {
             locks.remove(name);
         }
     }
-}
-
-/// Lock helpers that survive poisoning: our critical sections never leave state half-written.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
