@@ -40,7 +40,7 @@ use crate::execution::store::ExecutionStore;
 use crate::invocation::InvocationService;
 use crate::invocation::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
-use crate::queue::{QueueManager, SyncSettings};
+use crate::queue::SyncSettings;
 use crate::registry::Registry;
 use crate::runtime_config::RuntimeConfigService;
 
@@ -101,13 +101,20 @@ impl App {
             sync_settings.clone(),
             metrics.clone(),
         ));
-        let queue = Arc::new(QueueManager::new(
-            &config.sync_queue,
-            config.async_queue_enabled,
+        let dispatcher =
+            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
+        let invocations = InvocationService::new(invocation::Parts {
+            registry: registry.clone(),
+            store,
+            idempotency: idempotency.clone(),
+            limiter: limiter.clone(),
+            dispatcher,
+            metrics: metrics.clone(),
+            sync_queue: &config.sync_queue,
             sync_settings,
-            store.clone(),
-            metrics.clone(),
-        ));
+            async_enabled: config.async_queue_enabled,
+        });
+        let queue = invocations.queue().clone();
         registry.add_listener(metrics.clone());
         registry.add_listener(queue.clone());
         metrics.add_section(queue.clone());
@@ -120,18 +127,6 @@ impl App {
             registry.add_listener(autoscaler.clone());
             metrics.add_section(autoscaler.clone());
             autoscaler
-        });
-        let dispatcher =
-            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
-        let invocations = InvocationService::new(invocation::Parts {
-            registry: registry.clone(),
-            store,
-            idempotency: idempotency.clone(),
-            limiter: limiter.clone(),
-            dispatcher,
-            metrics: metrics.clone(),
-            queue,
-            async_enabled: config.async_queue_enabled,
         });
         let state = AppState(Arc::new(Handles {
             config,

@@ -21,7 +21,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::registry::{FunctionLifecycle, RegisteredFunction};
 use crate::support::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,15 +203,9 @@ impl Metrics {
         lock(&self.extra).push(section);
     }
 
-    /// The meters of `function`, created on first use (cached on the registration).
-    pub fn for_function(&self, function: &RegisteredFunction) -> Arc<FunctionMetrics> {
-        function
-            .metrics
-            .get_or_init(|| self.meters(function.name()))
-            .clone()
-    }
-
-    fn meters(&self, name: &str) -> Arc<FunctionMetrics> {
+    /// The meters of the function `name`, created on first use; a deleted name gets detached
+    /// meters until it is registered again.
+    pub fn function_meters(&self, name: &str) -> Arc<FunctionMetrics> {
         let mut state = lock(&self.functions);
         if let Some(m) = state.live.get(name) {
             return m.clone();
@@ -285,13 +278,14 @@ impl Metrics {
     }
 }
 
-impl FunctionLifecycle for Metrics {
-    fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
-        lock(&self.functions).tombstoned.remove(function.name());
-        Ok(())
+impl Metrics {
+    /// A (re-)registered name exports its series again.
+    pub fn function_registered(&self, name: &str) {
+        lock(&self.functions).tombstoned.remove(name);
     }
 
-    fn on_remove(&self, name: &str) {
+    /// Drops a deleted function's series; its late events go to detached meters.
+    pub fn function_removed(&self, name: &str) {
         let mut state = lock(&self.functions);
         state.live.remove(name);
         state.tombstoned.insert(name.to_owned());

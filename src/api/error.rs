@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::deploy::DeployError;
-use crate::invocation::{InvokeError, RejectReason};
+use crate::invocation::InvokeError;
+use crate::queue::RejectReason;
 use crate::registry::RegistryError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

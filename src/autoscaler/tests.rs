@@ -397,7 +397,7 @@ async fn rps_is_the_dispatch_rate_since_the_previous_tick() {
             json!({"maxReplicas": 10, "metrics": [{"type": "rps", "target": "1"}]}),
         )
         .await;
-    let meters = h.metrics.for_function(&f);
+    let meters = f.meters(&h.metrics);
     meters.dispatch.inc_by(7);
     // First read: no rate yet.
     let first = h.outcome("f").await;

@@ -13,10 +13,18 @@ use tokio::time::Instant;
 
 use super::{ExecutionRecord, Outcome, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
-use crate::invocation::idempotency::Liveness;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus};
 use crate::registry::RegisteredFunction;
 use crate::support::lock;
+
+/// What the store says of an execution id (read by the idempotency keys that point at it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Evicted: the key may be claimed again.
+    Gone,
+    Running,
+    Finished,
+}
 
 pub struct ExecutionStore {
     inner: Mutex<Inner>,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::execution::store::Liveness;
 use crate::support::lock;
 
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
@@ -39,15 +40,6 @@ struct Entry {
 enum EntryState {
     Pending { token: u64, notify: Arc<Notify> },
     Published(Arc<str>),
-}
-
-/// What the execution store says of a published execution id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// Evicted: the key may be claimed again.
-    Gone,
-    Running,
-    Finished,
 }
 
 /// The answer to a lookup.

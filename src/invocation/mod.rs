@@ -10,7 +10,7 @@
 pub mod idempotency;
 mod self_wake;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::RateLimiter;
+use crate::config::SyncQueueConfig;
 use crate::dispatch::Dispatcher;
 use crate::execution::store::{
     Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
@@ -25,28 +26,10 @@ use crate::execution::store::{
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::{FunctionLabel, Metrics};
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, InvocationResponse, Json};
-use crate::queue::QueueManager;
+use crate::queue::{QueueError, QueueManager, RejectReason, SyncSettings, TaskSink};
 use crate::registry::spec::ExecutionMode;
 use crate::registry::{RegisteredFunction, Registry};
 use idempotency::{Claim, IdempotencyStore};
-
-/// Why a sync-queue admission was refused (`X-Queue-Reject-Reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    Depth,
-    EstWait,
-    Timeout,
-}
-
-impl RejectReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::Depth => "depth",
-            RejectReason::EstWait => "est_wait",
-            RejectReason::Timeout => "timeout",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvokeError {
@@ -69,10 +52,20 @@ pub enum InvokeError {
     },
 }
 
-/// A function's queue refused a task: it is full, or the function is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("queue full or closed")]
-pub struct QueueRejected;
+impl InvokeError {
+    fn from_queue(e: QueueError, function: &str) -> Self {
+        match e {
+            QueueError::Full => InvokeError::QueueFull(function.to_owned()),
+            QueueError::SyncRejected {
+                reason,
+                retry_after_seconds,
+            } => InvokeError::SyncQueueRejected {
+                reason,
+                retry_after_seconds,
+            },
+        }
+    }
+}
 
 /// One invocation request, validated by the API layer.
 pub struct InvokeInput {
@@ -158,38 +151,50 @@ pub struct InvocationService {
 }
 
 /// The shared components the service works with.
-pub struct Parts {
+pub struct Parts<'a> {
     pub registry: Arc<Registry>,
     pub store: Arc<ExecutionStore>,
     pub idempotency: Arc<IdempotencyStore>,
     pub limiter: Arc<RateLimiter>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
-    pub queue: Arc<QueueManager>,
+    pub sync_queue: &'a SyncQueueConfig,
+    pub sync_settings: Arc<SyncSettings>,
     pub async_enabled: bool,
 }
 
+/// The queue's sink: dequeued tasks become tracked dispatch tasks of the service.
+struct SpawnDispatch(Weak<InvocationService>);
+
+impl TaskSink for SpawnDispatch {
+    fn start(&self, task: Task) {
+        if let Some(service) = self.0.upgrade() {
+            service.spawn_dispatch(task);
+        }
+    }
+}
+
 impl InvocationService {
-    /// Builds the service and connects the queue's scheduler to its dispatch.
-    pub fn new(parts: Parts) -> Arc<Self> {
-        let service = Arc::new(InvocationService {
+    /// Builds the service with its queue, whose sink is the service's own dispatch.
+    pub fn new(parts: Parts<'_>) -> Arc<Self> {
+        Arc::new_cyclic(|service| InvocationService {
+            queue: Arc::new(QueueManager::new(
+                parts.sync_queue,
+                parts.async_enabled,
+                parts.sync_settings,
+                parts.store.clone(),
+                parts.metrics.clone(),
+                Arc::new(SpawnDispatch(service.clone())),
+            )),
             registry: parts.registry,
             store: parts.store,
             idempotency: parts.idempotency,
             limiter: parts.limiter,
             dispatcher: parts.dispatcher,
             metrics: parts.metrics,
-            queue: parts.queue,
             async_enabled: parts.async_enabled,
             tracker: TaskTracker::new(),
-        });
-        let weak = Arc::downgrade(&service);
-        service.queue.set_spawner(move |task| {
-            if let Some(service) = weak.upgrade() {
-                service.spawn_dispatch(task);
-            }
-        });
-        service
+        })
     }
 
     pub fn store(&self) -> &Arc<ExecutionStore> {
@@ -286,7 +291,7 @@ impl InvocationService {
                             }
                         }
                         // Every wait that times out counts (REFERENCE §3.2).
-                        self.metrics.for_function(&function).timeout.inc();
+                        function.meters(&self.metrics).timeout.inc();
                         break Outcome::Timeout;
                     }
                     () = queue_wait => {
@@ -422,7 +427,13 @@ impl InvocationService {
         route: Route,
     ) -> Result<Option<Task>, InvokeError> {
         match route {
-            Route::SyncQueue => self.queue.admit_sync(task).map(|()| None),
+            Route::SyncQueue => {
+                let function = task.function.clone();
+                self.queue
+                    .admit_sync(task)
+                    .map(|()| None)
+                    .map_err(|e| InvokeError::from_queue(e, function.name()))
+            }
             Route::Queue => self.enqueue(task).map(|()| None),
             Route::Inline if task.function.effective_mode == ExecutionMode::Local => {
                 // An in-process echo completes at once.
@@ -435,13 +446,13 @@ impl InvocationService {
 
     fn enqueue(&self, task: Task) -> Result<(), InvokeError> {
         let function = task.function.clone();
-        let metrics = self.metrics.for_function(&function);
+        let metrics = function.meters(&self.metrics);
         match self.queue.enqueue(task) {
             Ok(()) => {
                 metrics.enqueue.inc();
                 Ok(())
             }
-            Err(QueueRejected) => {
+            Err(_) => {
                 metrics.queue_rejected.inc();
                 Err(InvokeError::QueueFull(function.name().to_owned()))
             }
@@ -461,7 +472,7 @@ impl InvocationService {
     /// completes the execution but the runtime is still busy until it answers.
     pub async fn dispatch(self: &Arc<Self>, task: Task) {
         if self.store.begin_dispatch(&task) == BeginDispatch::Proceed {
-            self.metrics.for_function(&task.function).dispatch.inc();
+            task.function.meters(&self.metrics).dispatch.inc();
             let reply = self.dispatcher.dispatch(&task).await;
             self.apply(Completion {
                 execution_id: &task.execution_id,
@@ -516,7 +527,7 @@ impl InvocationService {
                 "duplicate"
             }
             EffectKind::Retry(task) => {
-                self.metrics.for_function(&task.function).retry.inc();
+                task.function.meters(&self.metrics).retry.inc();
                 self.schedule_retry(task, failure);
                 "retried"
             }
@@ -541,14 +552,14 @@ impl InvocationService {
             let error = failure
                 .unwrap_or_else(|| ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full"));
             if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
-                self.metrics.for_function(&function).error.inc();
+                function.meters(&self.metrics).error.inc();
                 f.wake();
             }
         }
     }
 
     fn record_start_kind(&self, function: &RegisteredFunction, cold: Option<ColdStart>) {
-        let m = self.metrics.for_function(function);
+        let m = function.meters(&self.metrics);
         match cold {
             Some(c) => {
                 m.cold_start.inc();
@@ -563,7 +574,7 @@ impl InvocationService {
     }
 
     fn record_final_metrics(&self, f: &Finalized) {
-        let m = self.metrics.for_function(&f.function);
+        let m = f.function.meters(&self.metrics);
         match f.outcome {
             Outcome::Success(_) => m.success.inc(),
             _ => m.error.inc(),

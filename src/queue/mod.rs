@@ -15,7 +15,7 @@ pub mod estimator;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use crate::config::SyncQueueConfig;
 use crate::execution::Task;
 use crate::execution::store::{Abort, ExecutionStore};
-use crate::invocation::{InvokeError, QueueRejected, RejectReason};
 use crate::metrics::{FunctionLabel, Metrics, MetricsSection, escape_label, format_float};
 use crate::model::ErrorInfo;
 use crate::registry::spec::ConcurrencyControlMode;
@@ -88,11 +87,46 @@ impl SyncSettings {
     }
 }
 
-type Spawner = Box<dyn Fn(Task) + Send + Sync>;
+/// Why a sync-queue admission was refused (`X-Queue-Reject-Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    Depth,
+    EstWait,
+    Timeout,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Depth => "depth",
+            RejectReason::EstWait => "est_wait",
+            RejectReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a queue did not take a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The function's queue is full, or the function is gone.
+    #[error("queue full or closed")]
+    Full,
+    /// Sync-queue admission refused it.
+    #[error("sync queue rejected the invocation ({})", .reason.as_str())]
+    SyncRejected {
+        reason: RejectReason,
+        retry_after_seconds: u32,
+    },
+}
+
+/// Where tasks go when a slot frees up for them: the queue starts work, it does not run it.
+pub trait TaskSink: Send + Sync {
+    fn start(&self, task: Task);
+}
 
 pub struct QueueManager {
     inner: Mutex<Inner>,
-    spawn: OnceLock<Spawner>,
+    sink: Arc<dyn TaskSink>,
     store: Arc<ExecutionStore>,
     metrics: Arc<Metrics>,
     sync: Arc<SyncSettings>,
@@ -148,6 +182,7 @@ impl QueueManager {
         sync: Arc<SyncSettings>,
         store: Arc<ExecutionStore>,
         metrics: Arc<Metrics>,
+        sink: Arc<dyn TaskSink>,
     ) -> Self {
         QueueManager {
             inner: Mutex::new(Inner {
@@ -156,7 +191,7 @@ impl QueueManager {
                 global_rate: RateWindow::new(config.throughput_window, Instant::now()),
                 next_generation: 0,
             }),
-            spawn: OnceLock::new(),
+            sink,
             store,
             metrics,
             sync,
@@ -167,22 +202,13 @@ impl QueueManager {
         }
     }
 
-    /// How dequeued tasks are started; set once at start-up.
-    pub fn set_spawner(&self, spawn: impl Fn(Task) + Send + Sync + 'static) {
-        let _ = self.spawn.set(Box::new(spawn));
-    }
-
     pub fn sync_settings(&self) -> &Arc<SyncSettings> {
         &self.sync
     }
 
     fn start(&self, ready: Vec<Task>) {
-        if ready.is_empty() {
-            return;
-        }
-        match self.spawn.get() {
-            Some(spawn) => ready.into_iter().for_each(spawn),
-            None => tracing::error!("queue has no dispatcher; tasks dropped"),
+        for task in ready {
+            self.sink.start(task);
         }
     }
 
@@ -219,15 +245,15 @@ impl QueueManager {
     }
 
     /// Queues an async task (also retries); `Err` when the function's queue is full or gone.
-    pub fn enqueue(&self, task: Task) -> Result<(), QueueRejected> {
+    pub fn enqueue(&self, task: Task) -> Result<(), QueueError> {
         // The registration outlives the task: its name keys the lookup without a copy.
         let function = task.function.clone();
         let name = function.name();
         let ready = {
             let mut inner = lock(&self.inner);
-            let q = inner.queues.get_mut(name).ok_or(QueueRejected)?;
+            let q = inner.queues.get_mut(name).ok_or(QueueError::Full)?;
             if q.async_len >= q.capacity {
-                return Err(QueueRejected);
+                return Err(QueueError::Full);
             }
             q.items.push_back(Queued { task, sync: false });
             q.async_len += 1;
@@ -239,14 +265,14 @@ impl QueueManager {
 
     /// Sync-queue admission (REFERENCE §5.2, without B4/B5): global depth, then the estimated
     /// wait of this function's queue against `max-estimated-wait` (compared exactly).
-    pub fn admit_sync(&self, task: Task) -> Result<(), InvokeError> {
+    pub fn admit_sync(&self, task: Task) -> Result<(), QueueError> {
         let name = task.function.name().to_owned();
         let label = FunctionLabel {
             function: name.clone(),
         };
         let reject = |reason| {
             self.metrics.sync_rejected.get_or_create(&label).inc();
-            Err(InvokeError::SyncQueueRejected {
+            Err(QueueError::SyncRejected {
                 reason,
                 retry_after_seconds: self.sync.retry_after_seconds(),
             })

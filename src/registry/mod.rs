@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::{FunctionDefaults, HostRule};
 use crate::deploy::{DeployError, DeploymentProvider, Providers, ReplicaSet};
-use crate::metrics::FunctionMetrics;
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::support::{lock, read, write};
 use spec::{ExecutionMode, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError};
 
@@ -58,6 +58,12 @@ impl RegisteredFunction {
         }
     }
 
+    /// The function's meters, created on first use and cached on the registration.
+    pub fn meters(&self, metrics: &Metrics) -> &FunctionMetrics {
+        self.metrics
+            .get_or_init(|| metrics.function_meters(self.name()))
+    }
+
     /// Managed = runs on a deployment backend the control plane drives.
     pub fn is_managed(&self) -> bool {
         self.effective_mode == ExecutionMode::Deployment && self.deployment_backend.is_some()
@@ -78,6 +84,18 @@ pub enum Endpoint {
 pub trait FunctionLifecycle: Send + Sync {
     fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String>;
     fn on_remove(&self, name: &str);
+}
+
+/// Per-function series follow the function's registration.
+impl FunctionLifecycle for Metrics {
+    fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
+        self.function_registered(function.name());
+        Ok(())
+    }
+
+    fn on_remove(&self, name: &str) {
+        self.function_removed(name);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
