@@ -143,6 +143,19 @@ pub struct ColdStart {
     pub init_duration_ms: Option<i64>,
 }
 
+/// How an execution's final attempt started, as the cold/warm counters record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    Cold(ColdStart),
+    Warm,
+}
+
+impl From<Option<ColdStart>> for StartKind {
+    fn from(cold: Option<ColdStart>) -> Self {
+        cold.map_or(StartKind::Warm, StartKind::Cold)
+    }
+}
+
 /// Body of `POST /v1/internal/executions/{id}:complete`, read tolerantly (DECISIONS 5): the Java
 /// shape `{success, output, error}`, a `status` string instead of `success`, or neither (success
 /// unless `error` is present). Unknown fields are ignored.
@@ -159,8 +172,8 @@ pub struct CallbackBody {
 }
 
 impl CallbackBody {
-    /// What the callback reports, and whether it reported a timeout.
-    pub fn into_result(self) -> (AttemptResult, bool) {
+    /// What the callback reports; a reported timeout is a `TIMEOUT` failure.
+    pub fn into_result(self) -> AttemptResult {
         let (success, timed_out) = match (self.success, self.status.as_deref()) {
             (Some(s), _) => (s, false),
             // An unknown `status` is read as absent: refusing it would only make runtimes retry.
@@ -177,7 +190,7 @@ impl CallbackBody {
                 .map(compact)
                 .map(Arc::from)
                 .filter(|o: &Json| o.get() != "null");
-            (AttemptResult::Success(output), false)
+            AttemptResult::Success(output)
         } else {
             let error = self.error.unwrap_or_else(|| {
                 if timed_out {
@@ -186,7 +199,7 @@ impl CallbackBody {
                     ErrorInfo::new("FUNCTION_ERROR", "Function reported a failure")
                 }
             });
-            (AttemptResult::Failure(error), timed_out)
+            AttemptResult::Failure(error)
         }
     }
 }
@@ -243,7 +256,7 @@ pub fn format_instant(t: chrono::DateTime<chrono::Utc>) -> String {
 mod tests {
     use super::*;
 
-    fn parse(body: &str) -> (AttemptResult, bool) {
+    fn parse(body: &str) -> AttemptResult {
         serde_json::from_str::<CallbackBody>(body)
             .unwrap()
             .into_result()
@@ -251,39 +264,33 @@ mod tests {
 
     #[test]
     fn callbacks_accept_every_known_shape() {
-        match parse(r#"{"success":true,"output":{"a":1},"error":null}"#).0 {
+        match parse(r#"{"success":true,"output":{"a":1},"error":null}"#) {
             AttemptResult::Success(Some(o)) => assert_eq!(o.get(), r#"{"a":1}"#),
             other => panic!("{other:?}"),
         }
-        match parse(r#"{"success":false,"error":{"code":"HANDLER_ERROR","message":"boom"}}"#).0 {
+        match parse(r#"{"success":false,"error":{"code":"HANDLER_ERROR","message":"boom"}}"#) {
             AttemptResult::Failure(e) => assert_eq!(e, ErrorInfo::new("HANDLER_ERROR", "boom")),
             other => panic!("{other:?}"),
         }
         // Go SDK: no `success` field.
-        assert!(parse(r#"{"output":"x"}"#).0.is_success());
-        assert!(
-            !parse(r#"{"error":{"code":"E","message":"m"}}"#)
-                .0
-                .is_success()
-        );
-        assert!(parse(r#"{}"#).0.is_success());
+        assert!(parse(r#"{"output":"x"}"#).is_success());
+        assert!(!parse(r#"{"error":{"code":"E","message":"m"}}"#).is_success());
+        assert!(parse(r#"{}"#).is_success());
         // `status` instead of `success`, any case.
-        assert!(parse(r#"{"status":"success","output":1}"#).0.is_success());
-        assert!(!parse(r#"{"status":"Error"}"#).0.is_success());
-        let (r, timed_out) = parse(r#"{"status":"TIMEOUT"}"#);
-        assert!(!r.is_success() && timed_out);
+        assert!(parse(r#"{"status":"success","output":1}"#).is_success());
+        assert!(!parse(r#"{"status":"Error"}"#).is_success());
+        match parse(r#"{"status":"TIMEOUT"}"#) {
+            AttemptResult::Failure(e) => assert_eq!(e.code, "TIMEOUT"),
+            other => panic!("{other:?}"),
+        }
         // Unknown fields are ignored, a null output is no output.
-        match parse(r#"{"success":true,"output":null,"extra":[1]}"#).0 {
+        match parse(r#"{"success":true,"output":null,"extra":[1]}"#) {
             AttemptResult::Success(None) => {}
             other => panic!("{other:?}"),
         }
         // An unknown status is read as absent.
-        assert!(parse(r#"{"status":"maybe","output":1}"#).0.is_success());
-        assert!(
-            !parse(r#"{"status":"maybe","error":{"code":"E","message":"m"}}"#)
-                .0
-                .is_success()
-        );
+        assert!(parse(r#"{"status":"maybe","output":1}"#).is_success());
+        assert!(!parse(r#"{"status":"maybe","error":{"code":"E","message":"m"}}"#).is_success());
     }
 
     #[test]

@@ -16,7 +16,6 @@ use super::extract::{
 };
 use super::functions::require_name;
 use crate::AppState;
-use crate::dispatch::runtime_body;
 use crate::invocation::InvokeInput;
 use crate::model::{CallbackBody, InvocationResponse, InvocationStatus, compact};
 
@@ -42,11 +41,9 @@ fn invoke_input(
         ]));
     };
     let metadata = request.metadata.as_deref().map(string_map).transpose()?;
-    let input = std::sync::Arc::from(compact(input));
-    let body = runtime_body(&input, metadata.as_deref());
     Ok(InvokeInput {
-        input,
-        body,
+        input: std::sync::Arc::from(compact(input)),
+        metadata,
         idempotency_key,
         trace_id,
     })
@@ -185,9 +182,8 @@ pub async fn complete(
     }
     // Runtimes are trusted to send JSON; the content type is not insisted upon.
     let callback: CallbackBody = json_object(&body_bytes(body)?)?;
-    let (result, _timed_out) = callback.into_result();
     state
         .invocations
-        .complete_from_callback(id, attempt_header(&headers), result);
+        .complete_from_callback(id, attempt_header(&headers), callback.into_result());
     Ok(StatusCode::NO_CONTENT)
 }

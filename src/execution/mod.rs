@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::model::{
     ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, InvocationResponse, InvocationStatus,
-    Json, format_instant,
+    Json, StartKind, format_instant,
 };
 use crate::registry::RegisteredFunction;
 
@@ -211,13 +211,13 @@ impl ExecutionRecord {
     }
 
     /// Records how the final attempt started (cold or warm), once; returns it for the metrics.
-    pub fn count_start(&mut self, cold: Option<ColdStart>) -> Option<ColdStart> {
+    pub fn count_start(&mut self, cold: Option<ColdStart>) -> StartKind {
         self.start_kind_counted = true;
         if let Some(c) = cold {
             self.cold_start = true;
             self.init_duration_ms = Some(c.init_duration_ms.unwrap_or(0));
         }
-        cold
+        StartKind::from(cold)
     }
 
     pub fn status(&self) -> ExecutionStatus {

@@ -13,7 +13,9 @@ use tokio::time::Instant;
 
 use super::{ExecutionRecord, Outcome, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
-use crate::model::{AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus};
+use crate::model::{
+    AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, StartKind,
+};
 use crate::registry::RegisteredFunction;
 use crate::support::lock;
 
@@ -76,11 +78,11 @@ pub enum EffectKind {
     Missing,
     /// For an attempt that is no longer current.
     Stale,
-    /// The execution was already terminal. `late_start` is `Some(cold)` when this reply is the
-    /// one that tells whether the (callback-finalised) execution was a cold start.
+    /// The execution was already terminal. `late_start` is set when this reply is the one that
+    /// tells whether the (callback-finalised) execution was a cold start.
     Duplicate {
         function: Arc<RegisteredFunction>,
-        late_start: Option<Option<ColdStart>>,
+        late_start: Option<StartKind>,
     },
     Retry(Task),
     Finalized(Finalized),
@@ -94,8 +96,8 @@ pub struct Finalized {
     pub enqueued_at: Instant,
     pub started: Option<Stamp>,
     pub finished: Stamp,
-    /// `Some(cold)` when the cold/warm counter is to be updated now.
-    pub start: Option<Option<ColdStart>>,
+    /// Set when the cold/warm counter is to be updated now.
+    pub start: Option<StartKind>,
 }
 
 impl Finalized {
@@ -147,10 +149,6 @@ impl ExecutionStore {
     /// Forgets an execution whose admission failed.
     pub fn remove(&self, execution_id: &str) -> bool {
         lock(&self.inner).records.remove(execution_id).is_some()
-    }
-
-    pub fn contains(&self, execution_id: &str) -> bool {
-        lock(&self.inner).records.contains_key(execution_id)
     }
 
     /// Whether an execution is gone, running (not terminal) or finished.

@@ -13,21 +13,19 @@ mod self_wake;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::RateLimiter;
 use crate::config::SyncQueueConfig;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, runtime_body};
 use crate::execution::store::{
     Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
 };
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::{FunctionLabel, Metrics};
-use crate::model::{AttemptResult, ColdStart, ErrorInfo, InvocationResponse, Json};
+use crate::model::{AttemptResult, ErrorInfo, InvocationResponse, Json, StartKind};
 use crate::queue::{QueueError, QueueManager, RejectReason, SyncSettings, TaskSink};
-use crate::registry::spec::ExecutionMode;
 use crate::registry::{RegisteredFunction, Registry};
 use idempotency::{Claim, IdempotencyStore};
 
@@ -70,8 +68,9 @@ impl InvokeError {
 /// One invocation request, validated by the API layer.
 pub struct InvokeInput {
     pub input: Json,
-    /// The runtime request body, `{"input": …, "metadata": …}`.
-    pub body: Bytes,
+    /// The `metadata` object as JSON text, when given.
+    pub metadata: Option<String>,
+    /// Trimmed, never empty.
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
 }
@@ -91,6 +90,41 @@ enum Route {
     Queue,
     /// Sync-queue admission, then the function's queue.
     SyncQueue,
+}
+
+/// What a completion did; runtime callbacks count it in `controlplane_callbacks_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallbackOutcome {
+    /// No such execution (never existed, or evicted).
+    Unknown,
+    /// For an attempt that is no longer current.
+    Stale,
+    /// The execution had already ended.
+    Duplicate,
+    /// The attempt failed and another was scheduled.
+    Retried,
+    /// The execution ended with this result.
+    Applied,
+}
+
+impl CallbackOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Unknown => "unknown",
+            CallbackOutcome::Stale => "stale",
+            CallbackOutcome::Duplicate => "duplicate",
+            CallbackOutcome::Retried => "retried",
+            CallbackOutcome::Applied => "applied",
+        }
+    }
+}
+
+/// The deadlines of one sync wait.
+struct Wait {
+    deadline: Instant,
+    queue_deadline: Option<Instant>,
+    /// This request created the execution (only its creator ends it on timeout).
+    created: bool,
 }
 
 enum Admitted {
@@ -221,6 +255,17 @@ impl InvocationService {
         }
     }
 
+    /// What every invocation starts with: the rate limiter, then the function (REFERENCE §3.1
+    /// steps 1–2).
+    fn admit_request(&self, name: &str) -> Result<Arc<RegisteredFunction>, InvokeError> {
+        if !self.limiter.try_acquire() {
+            return Err(InvokeError::RateLimited);
+        }
+        self.registry
+            .get(name)
+            .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))
+    }
+
     /// `POST /v1/functions/{name}:invoke` (REFERENCE §3.2).
     pub async fn invoke_sync(
         self: &Arc<Self>,
@@ -228,13 +273,7 @@ impl InvocationService {
         input: InvokeInput,
         wait_ms: Option<i64>,
     ) -> Result<SyncResult, InvokeError> {
-        if !self.limiter.try_acquire() {
-            return Err(InvokeError::RateLimited);
-        }
-        let function = self
-            .registry
-            .get(name)
-            .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
+        let function = self.admit_request(name)?;
         let route = self.sync_route();
         let (execution_id, created, driven) =
             match self.create_or_reuse(&function, input, route).await? {
@@ -249,20 +288,62 @@ impl InvocationService {
             }),
             tracker: self.tracker.clone(),
         };
+        // The first step of the dispatch runs before the wait subscribes: a LOCAL echo (or any
+        // attempt that ends without waiting on I/O) is then already done and needs no waiter.
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut driven).poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         let wait = match wait_ms {
             Some(ms) => Duration::from_millis(ms.max(0) as u64),
             None => Duration::from_millis(function.spec.timeout_ms),
         };
-        let deadline = Instant::now() + wait;
-        // Only the request that queued an execution times its queue wait out.
-        let mut queue_deadline = (created && route == Route::SyncQueue)
-            .then(|| Instant::now() + self.queue.sync_settings().max_queue_wait());
-        let outcome = match self.store.subscribe(&execution_id) {
-            Subscription::Done(outcome) => outcome,
-            Subscription::Missing => Outcome::Error(evicted()),
-            // The driven dispatch completes the execution inside this task's poll; its wake-up
-            // of this very task is turned into a direct re-poll (see `self_wake`).
-            Subscription::Waiting(mut rx) => self_wake::without_self_wakes(async { loop {
+        let wait = Wait {
+            deadline: Instant::now() + wait,
+            // Only the request that queued an execution times its queue wait out.
+            queue_deadline: (created && route == Route::SyncQueue)
+                .then(|| Instant::now() + self.queue.sync_settings().max_queue_wait()),
+            created,
+        };
+        let outcome = self
+            .wait_for_outcome(&function, &execution_id, wait, driven)
+            .await;
+        if let Outcome::QueueTimeout = outcome {
+            return Err(InvokeError::SyncQueueRejected {
+                reason: RejectReason::Timeout,
+                retry_after_seconds: self.queue.sync_settings().retry_after_seconds(),
+            });
+        }
+        Ok(SyncResult {
+            timed_out: matches!(outcome, Outcome::Timeout),
+            response: outcome.response(execution_id),
+        })
+    }
+
+    /// Waits for an execution's outcome while driving its dispatch, up to the caller's deadline
+    /// (then 408, DECISIONS 1) and, for a sync-queue item, its queue-wait deadline.
+    async fn wait_for_outcome(
+        &self,
+        function: &RegisteredFunction,
+        execution_id: &str,
+        wait: Wait,
+        mut driven: DrivenDispatch,
+    ) -> Outcome {
+        let Wait {
+            deadline,
+            mut queue_deadline,
+            created,
+        } = wait;
+        let mut rx = match self.store.subscribe(execution_id) {
+            Subscription::Done(outcome) => return outcome,
+            Subscription::Missing => return Outcome::Error(evicted()),
+            Subscription::Waiting(rx) => rx,
+        };
+        // The driven dispatch completes the execution inside this task's poll; its wake-up of
+        // this very task is turned into a direct re-poll (see `self_wake`).
+        self_wake::without_self_wakes(async {
+            loop {
                 let queue_wait = async {
                     match queue_deadline {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -283,10 +364,8 @@ impl InvocationService {
                         // itself in the meantime (say the runtime call failed at the same
                         // deadline), the answer is what it became, never a 408 that the
                         // execution's own status would contradict.
-                        if created
-                            && !self.end_waiting(&function, &execution_id, Abort::Timeout)
-                        {
-                            if let Subscription::Done(outcome) = self.store.subscribe(&execution_id) {
+                        if created && !self.end_waiting(function, execution_id, Abort::Timeout) {
+                            if let Subscription::Done(outcome) = self.store.subscribe(execution_id) {
                                 break outcome;
                             }
                         }
@@ -296,24 +375,14 @@ impl InvocationService {
                     }
                     () = queue_wait => {
                         queue_deadline = None;
-                        if self.end_waiting(&function, &execution_id, Abort::QueueTimeout) {
+                        if self.end_waiting(function, execution_id, Abort::QueueTimeout) {
                             break Outcome::QueueTimeout;
                         }
                     }
                 }
-            }})
-            .await,
-        };
-        if let Outcome::QueueTimeout = outcome {
-            return Err(InvokeError::SyncQueueRejected {
-                reason: RejectReason::Timeout,
-                retry_after_seconds: self.queue.sync_settings().retry_after_seconds(),
-            });
-        }
-        Ok(SyncResult {
-            timed_out: matches!(outcome, Outcome::Timeout),
-            response: outcome.response(execution_id),
+            }
         })
+        .await
     }
 
     /// Ends an execution its caller stopped waiting for. A still-queued task leaves its queue so
@@ -352,13 +421,7 @@ impl InvocationService {
         name: &str,
         input: InvokeInput,
     ) -> Result<Arc<str>, InvokeError> {
-        if !self.limiter.try_acquire() {
-            return Err(InvokeError::RateLimited);
-        }
-        let function = self
-            .registry
-            .get(name)
-            .ok_or_else(|| InvokeError::FunctionNotFound(name.to_owned()))?;
+        let function = self.admit_request(name)?;
         if !self.async_enabled {
             return Err(InvokeError::AsyncDisabled);
         }
@@ -374,7 +437,7 @@ impl InvocationService {
         input: InvokeInput,
         route: Route,
     ) -> Result<Admitted, InvokeError> {
-        let key = input.idempotency_key.filter(|k| !k.trim().is_empty());
+        let key = input.idempotency_key;
         let claim = match &key {
             Some(k) => {
                 let store = &self.store;
@@ -394,8 +457,8 @@ impl InvocationService {
             execution_id: execution_id.clone(),
             function: function.clone(),
             payload: Arc::new(Payload {
+                body: runtime_body(&input.input, input.metadata.as_deref()),
                 input: input.input,
-                body: input.body,
             }),
             idempotency_key: key.map(Arc::from),
             trace_id: input.trace_id.map(Arc::from),
@@ -435,11 +498,6 @@ impl InvocationService {
                     .map_err(|e| InvokeError::from_queue(e, function.name()))
             }
             Route::Queue => self.enqueue(task).map(|()| None),
-            Route::Inline if task.function.effective_mode == ExecutionMode::Local => {
-                // An in-process echo completes at once.
-                self.dispatch(task).await;
-                Ok(None)
-            }
             Route::Inline => Ok(Some(task)),
         }
     }
@@ -502,21 +560,21 @@ impl InvocationService {
             cold_start: None,
             from_dispatcher: false,
         });
-        self.metrics.callback(outcome);
-        if outcome == "unknown" {
+        self.metrics.callback(outcome.as_str());
+        if outcome == CallbackOutcome::Unknown {
             tracing::info!(execution_id, "callback for an unknown or evicted execution");
         }
     }
 
-    /// Applies a completion and carries out its effects; returns the callback outcome label.
-    fn apply(self: &Arc<Self>, completion: Completion<'_>) -> &'static str {
+    /// Applies a completion and carries out its effects; returns what it did.
+    fn apply(self: &Arc<Self>, completion: Completion<'_>) -> CallbackOutcome {
         let failure = match &completion.result {
             AttemptResult::Failure(e) => Some(e.clone()),
             AttemptResult::Success(_) => None,
         };
         match self.store.complete(completion).kind {
-            EffectKind::Missing => "unknown",
-            EffectKind::Stale => "stale",
+            EffectKind::Missing => CallbackOutcome::Unknown,
+            EffectKind::Stale => CallbackOutcome::Stale,
             EffectKind::Duplicate {
                 function,
                 late_start,
@@ -524,17 +582,17 @@ impl InvocationService {
                 if let Some(cold) = late_start {
                     self.record_start_kind(&function, cold);
                 }
-                "duplicate"
+                CallbackOutcome::Duplicate
             }
             EffectKind::Retry(task) => {
                 task.function.meters(&self.metrics).retry.inc();
                 self.schedule_retry(task, failure);
-                "retried"
+                CallbackOutcome::Retried
             }
             EffectKind::Finalized(mut f) => {
                 self.record_final_metrics(&f);
                 f.wake();
-                "applied"
+                CallbackOutcome::Applied
             }
         }
     }
@@ -558,16 +616,16 @@ impl InvocationService {
         }
     }
 
-    fn record_start_kind(&self, function: &RegisteredFunction, cold: Option<ColdStart>) {
+    fn record_start_kind(&self, function: &RegisteredFunction, start: StartKind) {
         let m = function.meters(&self.metrics);
-        match cold {
-            Some(c) => {
+        match start {
+            StartKind::Cold(c) => {
                 m.cold_start.inc();
                 if let Some(ms) = c.init_duration_ms.filter(|ms| *ms >= 0) {
                     m.init_duration.record(Duration::from_millis(ms as u64));
                 }
             }
-            None => {
+            StartKind::Warm => {
                 m.warm_start.inc();
             }
         }
