@@ -23,10 +23,10 @@ use crate::execution::store::{
     Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
 };
 use crate::execution::{Outcome, Payload, Task};
+use crate::function::ExecutionMode;
 use crate::metrics::{FunctionLabel, Metrics};
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, InvocationResponse, Json};
 use crate::queue::QueueManager;
-use crate::registry::spec::ExecutionMode;
 use crate::registry::{RegisteredFunction, Registry};
 use idempotency::{Claim, IdempotencyStore};
 
