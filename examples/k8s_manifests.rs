@@ -7,7 +7,7 @@
 
 use nanofaas_control_plane::config::{Config, KubernetesConfig};
 use nanofaas_control_plane::deploy::kubernetes::{Manifests, resource_name};
-use nanofaas_control_plane::registry::spec::FunctionSpecRequest;
+use nanofaas_control_plane::function::FunctionSpecRequest;
 
 /// Samples that together use every field the backend can set.
 const SAMPLES: [&str; 3] = [

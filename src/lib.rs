@@ -11,6 +11,7 @@ pub mod config;
 pub mod deploy;
 pub mod dispatch;
 pub mod execution;
+pub mod function;
 pub mod invocation;
 pub mod metrics;
 pub mod model;

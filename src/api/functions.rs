@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Segment, json_body};
 use crate::AppState;
-use crate::registry::spec::{FunctionResponse, FunctionSpecRequest, lenient_int};
+use crate::function::{FunctionResponse, FunctionSpecRequest};
+use crate::support::lenient::lenient_int;
 
 pub async fn list(State(state): State<AppState>) -> Response {
     let functions = state.registry.list();

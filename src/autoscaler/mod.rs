@@ -24,16 +24,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ScalingConfig as ScalingSettings;
+use crate::config::AutoscalerConfig;
+use crate::function::{ConcurrencyControlMode, ScalingStrategy};
 use crate::metrics::MetricsSection;
 use crate::queue::QueueManager;
-use crate::registry::spec::{ConcurrencyControlMode, ScalingStrategy};
 use crate::registry::{FunctionLifecycle, RegisteredFunction, Registry, RegistryError};
 use crate::support::lock;
-use policy::{
-    AdaptiveState, Bounds, ConcurrencySettings, Cooldowns, LoadSignal, MetricKind, PolicyConfig,
-    Scale,
-};
+use policy::{AdaptiveState, Bounds, Cooldowns, LoadSignal, MetricKind, PolicyConfig, Scale};
 use target_load::TargetLoadGauges;
 
 /// What the autoscaler reads from and pushes into a function's queue.
@@ -85,7 +82,6 @@ pub struct Autoscaler {
     queue: Arc<dyn QueueControl>,
     policy: PolicyConfig,
     poll_interval: Duration,
-    fallback_target: u32,
     state: Mutex<HashMap<String, FunctionState>>,
     target_load: TargetLoadGauges,
 }
@@ -94,7 +90,7 @@ impl Autoscaler {
     pub fn new(
         registry: Arc<Registry>,
         queue: Arc<dyn QueueControl>,
-        settings: &ScalingSettings,
+        settings: &AutoscalerConfig,
     ) -> Self {
         Autoscaler {
             registry,
@@ -104,7 +100,6 @@ impl Autoscaler {
                 scale_down_cooldown: settings.scale_down_cooldown,
             },
             poll_interval: settings.poll_interval,
-            fallback_target: settings.default_target_in_flight_per_pod,
             state: Mutex::default(),
             target_load: TargetLoadGauges::default(),
         }
@@ -159,11 +154,10 @@ impl Autoscaler {
     /// Reads, decides and acts for one function.
     async fn evaluate(&self, function: Arc<RegisteredFunction>) -> Result<Outcome, String> {
         let spec = &function.spec;
-        let Some(scaling) = spec.scaling_config.as_ref() else {
+        let Some(scaling) = spec.scaling.resolved() else {
             return Ok(Outcome::Skipped);
         };
-        let strategy = scaling.strategy.unwrap_or(ScalingStrategy::Internal);
-        if !function.is_managed() || strategy != ScalingStrategy::Internal {
+        if !function.is_managed() || scaling.strategy != ScalingStrategy::Internal {
             return Ok(Outcome::Skipped);
         }
         let name = function.name();
@@ -193,8 +187,7 @@ impl Autoscaler {
             }
             None => 0.0,
         };
-        let metrics = scaling.metrics.as_deref().unwrap_or_default();
-        let readings = metrics.iter().flatten().map(|m| {
+        let readings = scaling.metrics.iter().flatten().map(|m| {
             let value = match MetricKind::parse(m.kind.as_deref()) {
                 MetricKind::QueueDepth => queued as f64,
                 MetricKind::InFlight => f64::from(in_flight),
@@ -207,7 +200,7 @@ impl Autoscaler {
             (value, m.target.as_deref())
         });
         let max_ratio = policy::max_ratio(readings);
-        let bounds = Bounds::new(scaling.min_replicas, scaling.max_replicas);
+        let bounds = Bounds::of(scaling);
         let decision = policy::decide_replicas(
             &self.policy,
             ready,
@@ -249,12 +242,8 @@ impl Autoscaler {
             }
         }
 
-        let settings = ConcurrencySettings::from_spec(
-            scaling.concurrency_control.as_ref(),
-            self.fallback_target,
-        );
         let concurrency = policy::decide_concurrency(
-            &settings,
+            &scaling.concurrency_control,
             spec.concurrency,
             replicas,
             &LoadSignal::of(&decision, bounds),
@@ -301,7 +290,7 @@ impl FunctionLifecycle for Autoscaler {
     fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
         lock(&self.state).remove(function.name());
         self.target_load
-            .register(function.name(), function.spec.scaling_config.as_ref());
+            .register(function.name(), function.spec.scaling.metrics());
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use crate::function::ScalingMetric;
 use crate::metrics::{escape_label, format_float};
-use crate::registry::spec::ScalingConfig;
 use crate::support::lock;
 
 pub const METRIC: &str = "gateway_service_target_load";
@@ -37,13 +37,11 @@ pub struct TargetLoadGauges {
 }
 
 impl TargetLoadGauges {
-    /// Replaces the gauges of `function` with those of `scaling`. Null metrics, metrics without
-    /// a type and types that do not map are skipped; a later metric of the same type wins.
-    pub fn register(&self, function: &str, scaling: Option<&ScalingConfig>) {
+    /// Replaces the gauges of `function` with those of its scaling `metrics`. Null metrics,
+    /// metrics without a type and types that do not map are skipped; a later metric of the same
+    /// type wins.
+    pub fn register(&self, function: &str, metrics: &[Option<ScalingMetric>]) {
         let mut gauges = BTreeMap::new();
-        let metrics = scaling
-            .and_then(|s| s.metrics.as_deref())
-            .unwrap_or_default();
         for m in metrics.iter().flatten() {
             if let Some(kind) = m.kind.as_deref().and_then(scaling_type) {
                 gauges.insert(kind, integer_target(m.target.as_deref()));
@@ -94,8 +92,10 @@ impl TargetLoadGauges {
 mod tests {
     use super::*;
 
-    fn scaling(json: &str) -> ScalingConfig {
-        serde_json::from_str(json).unwrap()
+    /// The metrics of a `scalingConfig` JSON.
+    fn scaling(json: &str) -> Vec<Option<ScalingMetric>> {
+        let config: crate::function::ScalingConfigRequest = serde_json::from_str(json).unwrap();
+        config.metrics.unwrap_or_default()
     }
 
     #[test]
@@ -103,10 +103,10 @@ mod tests {
         let g = TargetLoadGauges::default();
         g.register(
             "echo",
-            Some(&scaling(
+            &scaling(
                 r#"{"metrics":[{"type":"queue_depth","target":"5"},{"type":"rps","target":"100"},
                     {"type":"in_flight","target":"3"}]}"#,
-            )),
+            ),
         );
         assert_eq!(g.get("echo", "queue"), Some(5));
         assert_eq!(g.get("echo", "rps"), Some(100));
@@ -132,10 +132,10 @@ mod tests {
         let g = TargetLoadGauges::default();
         g.register(
             "f",
-            Some(&scaling(
+            &scaling(
                 r#"{"metrics":[{"type":"cpu","target":"80"},{"type":"queue_depth","target":"5.5"},
                     {"type":"rps","target":" 7"},{"type":"in_flight"}]}"#,
-            )),
+            ),
         );
         assert_eq!(g.get("f", "cpu"), Some(80));
         assert_eq!(g.get("f", "queue"), Some(0));
@@ -148,14 +148,14 @@ mod tests {
     #[test]
     fn invalid_inputs_are_ignored() {
         let g = TargetLoadGauges::default();
-        g.register("none", None);
-        g.register("empty", Some(&scaling(r#"{"metrics":[]}"#)));
+        g.register("none", &[]);
+        g.register("empty", &scaling(r#"{"metrics":[]}"#));
         g.register(
             "odd",
-            Some(&scaling(
+            &scaling(
                 r#"{"metrics":[null,{"target":"5"},{"type":"memory","target":"5"},
                     {"type":"prometheus","target":"5"}]}"#,
-            )),
+            ),
         );
         let mut out = String::new();
         g.render(&mut out);
@@ -163,11 +163,11 @@ mod tests {
         // Re-registration replaces the previous gauges.
         g.register(
             "f",
-            Some(&scaling(r#"{"metrics":[{"type":"rps","target":"1"}]}"#)),
+            &scaling(r#"{"metrics":[{"type":"rps","target":"1"}]}"#),
         );
         g.register(
             "f",
-            Some(&scaling(r#"{"metrics":[{"type":"cpu","target":"2"}]}"#)),
+            &scaling(r#"{"metrics":[{"type":"cpu","target":"2"}]}"#),
         );
         assert_eq!(g.get("f", "rps"), None);
         assert_eq!(g.get("f", "cpu"), Some(2));

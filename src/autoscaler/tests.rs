@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use super::*;
 use crate::config::Config;
 use crate::deploy::{BoxFuture, DeployError, DeploymentProvider, Providers, Provisioned};
+use crate::function::{FunctionSpec, FunctionSpecRequest};
 use crate::metrics::Metrics;
-use crate::registry::spec::{FunctionSpec, FunctionSpecRequest};
 
 const POLL: Duration = Duration::from_secs(5);
 
@@ -59,11 +59,7 @@ impl DeploymentProvider for FakeBackend {
         spec: &'a FunctionSpec,
     ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
         Box::pin(async move {
-            let min = spec
-                .scaling_config
-                .as_ref()
-                .and_then(|s| s.min_replicas)
-                .unwrap_or(1);
+            let min = spec.initial_replicas();
             self.set(&spec.name, min as u32);
             Ok(Provisioned {
                 endpoint_url: format!("http://fake/{}", spec.name),

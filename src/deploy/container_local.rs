@@ -27,9 +27,10 @@ use bollard::query_parameters::{
 };
 use reqwest::Url;
 
+use super::runtime_env::runtime_env;
 use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned, ReplicaSet};
 use crate::config::ContainerLocalConfig;
-use crate::registry::spec::{ExecutionMode, FunctionSpec};
+use crate::function::{ExecutionMode, FunctionSpec};
 use crate::support::{lock, read, write};
 
 pub const LABEL_MANAGED_BY: &str = "nanofaas.io/managed-by";
@@ -37,16 +38,6 @@ pub const LABEL_INSTANCE: &str = "nanofaas.io/instance";
 pub const LABEL_FUNCTION: &str = "nanofaas.io/function";
 pub const LABEL_REPLICA: &str = "nanofaas.io/replica";
 const MANAGER: &str = "nanofaas-control-plane";
-/// Environment the control plane sets for runtimes; user `env` cannot override these.
-pub const RESERVED_ENV: [&str; 6] = [
-    "FUNCTION_NAME",
-    "WARM",
-    "TIMEOUT_MS",
-    "EXECUTION_MODE",
-    "WATCHDOG_CMD",
-    "CALLBACK_URL",
-];
-
 pub struct ContainerLocalProvider {
     docker: Docker,
     config: ContainerLocalConfig,
@@ -102,33 +93,6 @@ pub fn container_name(instance: &str, function: &str, index: usize) -> String {
     } else {
         format!("nanofaas-{}-{}-r{index}", safe(instance), safe(function))
     }
-}
-
-/// The runtime environment of REFERENCE §5.6, reserved keys first, then the user's, sorted.
-pub fn runtime_env(spec: &FunctionSpec, callback_url: Option<&str>) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("FUNCTION_NAME".to_owned(), spec.name.clone()),
-        ("WARM".to_owned(), "true".to_owned()),
-        ("TIMEOUT_MS".to_owned(), spec.timeout_ms.to_string()),
-        ("EXECUTION_MODE".to_owned(), spec.runtime_mode.to_string()),
-    ];
-    if let Some(cmd) = spec
-        .runtime_command
-        .as_deref()
-        .filter(|c| !c.trim().is_empty())
-    {
-        env.push(("WATCHDOG_CMD".to_owned(), cmd.to_owned()));
-    }
-    if let Some(url) = callback_url.filter(|u| !u.trim().is_empty()) {
-        env.push(("CALLBACK_URL".to_owned(), url.to_owned()));
-    }
-    env.extend(
-        spec.env
-            .iter()
-            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    env
 }
 
 fn engine_error(e: &DockerError) -> String {
@@ -407,12 +371,7 @@ impl DeploymentProvider for ContainerLocalProvider {
             if let Some(existing) = lock(&self.functions).get(&spec.name).cloned() {
                 return Ok(self.provisioned(&spec.name, existing));
             }
-            let count = spec
-                .scaling_config
-                .as_ref()
-                .and_then(|s| s.min_replicas)
-                .unwrap_or(1)
-                .max(0) as usize;
+            let count = usize::try_from(spec.initial_replicas()).unwrap_or(usize::MAX);
             let mut started = Vec::with_capacity(count);
             for index in 1..=count {
                 match self.start_replica(spec, index).await {
@@ -521,52 +480,4 @@ impl ContainerLocalProvider {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_names_are_dns_safe() {
-        assert_eq!(container_name("default", "echo", 1), "nanofaas-echo-r1");
-        assert_eq!(
-            container_name("default", "My_Func.v2", 3),
-            "nanofaas-my-func-v2-r3"
-        );
-        assert_eq!(container_name("ci-7", "a", 2), "nanofaas-ci-7-a-r2");
-        assert_eq!(container_name("default", "__", 1), "nanofaas-fn-r1");
-    }
-
-    #[test]
-    fn runtime_env_puts_reserved_keys_first_and_filters_overrides() {
-        let spec: crate::registry::spec::FunctionSpecRequest = serde_json::from_str(
-            r#"{"name":"f","image":"i","timeoutMs":500,"runtimeCommand":"python app.py",
-                "env":{"WARM":"false","B":"2","A":"1"}}"#,
-        )
-        .unwrap();
-        let spec = spec
-            .resolve(&crate::config::Config::default().defaults)
-            .unwrap();
-        let env = runtime_env(&spec, Some("http://cp:8080/v1/internal/executions"));
-        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "FUNCTION_NAME",
-                "WARM",
-                "TIMEOUT_MS",
-                "EXECUTION_MODE",
-                "WATCHDOG_CMD",
-                "CALLBACK_URL",
-                "A",
-                "B"
-            ]
-        );
-        assert_eq!(env[1].1, "true");
-        assert_eq!(env[2].1, "500");
-        assert_eq!(env[3].1, "HTTP");
-        assert!(
-            runtime_env(&spec, None)
-                .iter()
-                .all(|(k, _)| k != "CALLBACK_URL")
-        );
-    }
-}
+mod tests;

@@ -4,13 +4,14 @@
 
 pub mod container_local;
 pub mod kubernetes;
+pub mod runtime_env;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::DeploymentBackend;
-use crate::registry::spec::FunctionSpec;
+use crate::function::FunctionSpec;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -8,9 +8,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use crate::config::HttpClientConfig;
 use crate::execution::Task;
+use crate::function::ExecutionMode;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
 use crate::registry::Endpoint;
-use crate::registry::spec::ExecutionMode;
 use crate::support::error_chain;
 
 /// The result of one attempt, with the cold-start facts read from the reply.

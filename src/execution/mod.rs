@@ -241,7 +241,7 @@ impl ExecutionRecord {
 /// A first-attempt task of a LOCAL function `f`, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_task(id: &str) -> Task {
-    let spec: crate::registry::spec::FunctionSpecRequest =
+    let spec: crate::function::FunctionSpecRequest =
         serde_json::from_str(r#"{"name":"f","image":"i","executionMode":"LOCAL"}"#)
             .expect("valid spec");
     let spec = spec

@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use crate::config::SyncQueueConfig;
 use crate::execution::Task;
 use crate::execution::store::{Abort, ExecutionStore};
+use crate::function::ConcurrencyControlMode;
 use crate::metrics::{FunctionLabel, Metrics, MetricsSection, escape_label, format_float};
 use crate::model::ErrorInfo;
-use crate::registry::spec::ConcurrencyControlMode;
 use crate::registry::{FunctionLifecycle, RegisteredFunction};
 use crate::support::lock;
 use estimator::{RateWindow, estimate_wait};
@@ -380,15 +380,7 @@ impl QueueManager {
 impl FunctionLifecycle for QueueManager {
     fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
         let spec = &function.spec;
-        let (mode, target) = spec
-            .scaling_config
-            .as_ref()
-            .and_then(|s| s.concurrency_control.as_ref())
-            .and_then(|c| c.mode.map(|m| (m, c.target_in_flight_per_pod)))
-            .map_or((ConcurrencyControlMode::Fixed, 0), |(m, t)| match m {
-                ConcurrencyControlMode::Fixed => (m, 0),
-                _ => (m, t.unwrap_or(0).max(0) as u32),
-            });
+        let (mode, target) = spec.scaling.initial_controller();
         let mut inner = lock(&self.inner);
         inner.next_generation += 1;
         let queue = FunctionQueue {

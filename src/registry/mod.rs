@@ -4,16 +4,16 @@
 //! Invariants: a function is visible (list, get, invoke) only once fully registered and provisioned,
 //! and becomes invisible before its teardown starts; operations on one name never interleave.
 
-pub mod spec;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use crate::config::{FunctionDefaults, HostRule};
+use crate::config::HostRule;
 use crate::deploy::{DeployError, DeploymentProvider, Providers, ReplicaSet};
+use crate::function::{
+    ExecutionMode, FunctionDefaults, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError,
+};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::support::{lock, read, write};
-use spec::{ExecutionMode, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError};
 
 /// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ impl RegisteredFunction {
             degradation_reason: self.degradation_reason.as_deref(),
             runtime_mode: s.runtime_mode,
             runtime_command: s.runtime_command.as_deref(),
-            scaling_config: s.scaling_config.as_ref(),
+            scaling_config: s.scaling.to_request(),
             image_pull_secrets: s.image_pull_secrets.as_deref(),
         }
     }

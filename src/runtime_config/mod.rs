@@ -14,7 +14,7 @@ use crate::admission::RateLimiter;
 use crate::config::{Config, format_iso_duration, parse_iso_duration};
 use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
-use crate::registry::spec::{lenient_bool, lenient_int, lenient_string};
+use crate::support::lenient::{lenient_bool, lenient_int, lenient_string};
 use crate::support::lock;
 
 /// The live settings (GET body; `effectiveConfig` of a PATCH answer).

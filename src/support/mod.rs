@@ -1,7 +1,9 @@
-//! Small helpers every layer uses and none owns: poison-tolerant lock guards and the one-line
-//! error-chain formatter. Nothing here knows a domain type.
+//! Small helpers every layer uses and none owns: poison-tolerant lock guards, the one-line
+//! error-chain formatter and Jackson-style lenient scalar reading. Nothing here knows a domain
+//! type.
 
 mod error_chain;
+pub mod lenient;
 mod locks;
 
 pub use error_chain::error_chain;

@@ -1,0 +1,254 @@
+use super::*;
+
+fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_lookup(|name| map.get(name).cloned())
+}
+
+#[test]
+fn env_names_follow_the_canonical_and_relaxed_forms() {
+    assert_eq!(
+        env_names("nanofaas.rate.maxPerSecond"),
+        vec!["NANOFAAS_RATE_MAX_PER_SECOND", "NANOFAAS_RATE_MAXPERSECOND"]
+    );
+    assert_eq!(
+        env_names("sync-queue.max-depth"),
+        vec![
+            "NANOFAAS_SYNC_QUEUE_MAX_DEPTH",
+            "NANOFAAS_SYNCQUEUE_MAXDEPTH",
+            "SYNCQUEUE_MAXDEPTH",
+            "SYNC_QUEUE_MAX_DEPTH"
+        ]
+    );
+    assert_eq!(env_names("server.port"), vec!["SERVER_PORT"]);
+    assert_eq!(
+        env_names("management.server.port"),
+        vec!["MANAGEMENT_SERVER_PORT"]
+    );
+    assert_eq!(
+        env_names("nanofaas.k8s.callbackUrl")[0],
+        "NANOFAAS_K8S_CALLBACK_URL"
+    );
+    assert_eq!(
+        env_names("nanofaas.admin.runtime-config.enabled"),
+        vec![
+            "NANOFAAS_ADMIN_RUNTIME_CONFIG_ENABLED",
+            "NANOFAAS_ADMIN_RUNTIMECONFIG_ENABLED"
+        ]
+    );
+}
+
+#[test]
+fn defaults_match_the_java_control_plane_as_decided() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.server_port, 8080);
+    assert_eq!(c.management_port, 8081);
+    assert_eq!(
+        c.defaults,
+        FunctionDefaults {
+            timeout_ms: 30_000,
+            concurrency: 4,
+            queue_size: 100,
+            max_retries: 3
+        }
+    );
+    assert_eq!(c.rate_max_per_second, 1000);
+    assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+    assert_eq!(c.execution_store.cleanup_ttl, Duration::from_secs(120));
+    assert_eq!(c.execution_store.max_lifetime, Duration::from_secs(1800));
+    assert_eq!(c.execution_store.max_entries, 100_000);
+    assert_eq!(c.http_client.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.http_client.max_response_bytes, 16 << 20);
+    assert!(!c.async_queue_enabled && !c.sync_queue.enabled);
+    assert_eq!(c.sync_queue.max_depth, 200);
+    assert_eq!(c.pool_allowed_hosts, None);
+    assert_eq!(c.deployment_default_backend, None);
+    assert!(!c.autoscaler_enabled);
+    assert_eq!(
+        c.scaling,
+        AutoscalerConfig {
+            poll_interval: Duration::from_secs(5),
+            default_target_in_flight_per_pod: 2,
+            scale_up_cooldown: Duration::from_secs(30),
+            scale_down_cooldown: Duration::from_secs(60),
+        }
+    );
+}
+
+#[test]
+fn autoscaler_settings_are_read_from_their_variables() {
+    assert_eq!(
+        env_names("nanofaas.scaling.scale-up-cooldown")[0],
+        "NANOFAAS_SCALING_SCALE_UP_COOLDOWN"
+    );
+    let c = config(&[
+        ("NANOFAAS_AUTOSCALER_ENABLED", "true"),
+        ("NANOFAAS_SCALING_POLL_INTERVAL_MS", "200"),
+        ("NANOFAAS_SCALING_SCALE_UP_COOLDOWN", "1s"),
+        ("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "1500"),
+    ])
+    .unwrap();
+    assert!(c.autoscaler_enabled);
+    assert_eq!(c.scaling.poll_interval, Duration::from_millis(200));
+    assert_eq!(c.scaling.scale_up_cooldown, Duration::from_secs(1));
+    assert_eq!(c.scaling.scale_down_cooldown, Duration::from_millis(1500));
+    // Spring's relaxed form, and ISO-8601; zero turns the cooldown off.
+    let c = config(&[
+        ("NANOFAAS_SCALING_SCALEUPCOOLDOWN", "PT0.5S"),
+        ("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "0"),
+    ])
+    .unwrap();
+    assert_eq!(c.scaling.scale_up_cooldown, Duration::from_millis(500));
+    assert_eq!(c.scaling.scale_down_cooldown, Duration::ZERO);
+    let err = config(&[("NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN", "soon")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_SCALING_SCALE_DOWN_COOLDOWN");
+}
+
+#[test]
+fn canonical_name_wins_over_relaxed_form() {
+    let c = config(&[
+        ("NANOFAAS_RATE_MAXPERSECOND", "5"),
+        ("NANOFAAS_RATE_MAX_PER_SECOND", "7"),
+    ])
+    .unwrap();
+    assert_eq!(c.rate_max_per_second, 7);
+    let c = config(&[("NANOFAAS_RATE_MAXPERSECOND", "5")]).unwrap();
+    assert_eq!(c.rate_max_per_second, 5);
+    let c = config(&[("SYNC_QUEUE_MAX_DEPTH", "9")]).unwrap();
+    assert_eq!(c.sync_queue.max_depth, 9);
+}
+
+#[test]
+fn invalid_values_name_the_variable_and_value() {
+    let err = config(&[("NANOFAAS_DEFAULTS_TIMEOUT_MS", "soon")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_DEFAULTS_TIMEOUT_MS");
+    assert_eq!(err.value, "soon");
+    assert!(err.to_string().contains("NANOFAAS_DEFAULTS_TIMEOUT_MS"));
+    let err = config(&[("NANOFAAS_ASYNC_QUEUE_ENABLED", "yes")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_ASYNC_QUEUE_ENABLED");
+    let err = config(&[("SERVER_PORT", "70000")]).unwrap_err();
+    assert_eq!(err.variable, "SERVER_PORT");
+    // A negative integer is out of range, not "not an integer".
+    let err = config(&[("NANOFAAS_RATE_MAX_PER_SECOND", "-1")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected an integer between 0 and"),
+        "{err}"
+    );
+    let err = config(&[("NANOFAAS_DEFAULTS_CONCURRENCY", "0")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_DEFAULTS_CONCURRENCY");
+    let err = config(&[("NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND", "nomad")]).unwrap_err();
+    assert_eq!(err.value, "nomad");
+    let err = config(&[("NANOFAAS_POOL_ALLOWED_HOSTS", "ok.example, bad host")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_POOL_ALLOWED_HOSTS");
+}
+
+#[test]
+fn sync_queue_enables_the_async_queue() {
+    let c = config(&[("NANOFAAS_SYNC_QUEUE_ENABLED", "TRUE")]).unwrap();
+    assert!(c.sync_queue.enabled && c.async_queue_enabled);
+}
+
+#[test]
+fn durations_parse_like_spring() {
+    let ms = Duration::from_millis(1);
+    assert_eq!(parse_duration("500ms", ms), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2s", ms), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_duration("5m", ms), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("PT2S", ms), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_duration("pt0.5s", ms), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("1500", ms), Ok(Duration::from_millis(1500)));
+    assert!(parse_duration("2 fortnights", ms).is_err());
+    assert!(parse_duration("P", ms).is_err());
+    let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "10s")]).unwrap();
+    assert_eq!(c.execution_store.ttl, Duration::from_secs(10));
+    let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "0")]).unwrap();
+    assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+    let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "-5s")]).unwrap();
+    assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+    // Non-positive HTTP client settings fall back to their defaults, as in Java.
+    let c = config(&[
+        ("NANOFAAS_HTTP_CLIENT_CONNECT_TIMEOUT_MS", "0"),
+        ("NANOFAAS_HTTP_CLIENT_READ_TIMEOUT_MS", "-1"),
+        ("NANOFAAS_HTTP_CLIENT_MAX_IN_MEMORY_SIZE_MB", "-1"),
+    ])
+    .unwrap();
+    assert_eq!(c.http_client.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.http_client.read_timeout, Duration::from_secs(30));
+    assert_eq!(c.http_client.max_response_bytes, 16 << 20);
+    let c = config(&[("NANOFAAS_HTTP_CLIENT_CONNECT_TIMEOUT_MS", "250")]).unwrap();
+    assert_eq!(c.http_client.connect_timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn iso_durations_round_trip_like_java() {
+    for (text, d) in [
+        ("PT2S", Duration::from_secs(2)),
+        ("PT0.5S", Duration::from_millis(500)),
+        ("PT1M30S", Duration::from_secs(90)),
+        ("PT1H", Duration::from_secs(3600)),
+        ("PT0S", Duration::ZERO),
+    ] {
+        assert_eq!(parse_iso_duration(text), Some(d), "{text}");
+        assert_eq!(format_iso_duration(d), text);
+    }
+    assert_eq!(
+        parse_iso_duration("P1DT1S"),
+        Some(Duration::from_secs(86_401))
+    );
+    assert_eq!(parse_iso_duration("5s"), None);
+    assert_eq!(parse_iso_duration("PT"), None);
+    assert_eq!(parse_iso_duration("PT5X"), None);
+}
+
+#[test]
+fn allowed_hosts_match_names_and_networks() {
+    let c = config(&[(
+        "NANOFAAS_POOL_ALLOWED_HOSTS",
+        "runtime.internal, 10.0.0.0/8,127.0.0.1",
+    )])
+    .unwrap();
+    let rules = c.pool_allowed_hosts.unwrap();
+    let allowed = |h: &str| rules.iter().any(|r| r.matches(h));
+    assert!(allowed("RUNTIME.internal"));
+    assert!(allowed("10.2.3.4"));
+    assert!(allowed("127.0.0.1"));
+    assert!(!allowed("127.0.0.2"));
+    assert!(!allowed("evil.example"));
+}
+
+#[test]
+fn kubernetes_namespace_and_callback_url_fall_back_in_order() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.k8s.effective_namespace(), "default");
+    assert_eq!(
+        c.k8s.effective_callback_url(),
+        "http://control-plane.default.svc.cluster.local:8080/v1/internal/executions"
+    );
+    assert_eq!(c.k8s.image_pull_policy, "Always");
+    let c = config(&[("POD_NAMESPACE", " nanofaas ")]).unwrap();
+    assert_eq!(c.k8s.effective_namespace(), "nanofaas");
+    assert_eq!(
+        c.k8s.effective_callback_url(),
+        "http://control-plane.nanofaas.svc.cluster.local:8080/v1/internal/executions"
+    );
+    let c = config(&[
+        ("POD_NAMESPACE", "nanofaas"),
+        ("NANOFAAS_K8S_NAMESPACE", "functions"),
+        (
+            "NANOFAAS_K8S_CALLBACK_URL",
+            "http://cp.example:8080/v1/internal/executions",
+        ),
+        ("NANOFAAS_K8S_IMAGE_PULL_POLICY", "IfNotPresent"),
+    ])
+    .unwrap();
+    assert_eq!(c.k8s.effective_namespace(), "functions");
+    assert_eq!(
+        c.k8s.effective_callback_url(),
+        "http://cp.example:8080/v1/internal/executions"
+    );
+    assert_eq!(c.k8s.image_pull_policy, "IfNotPresent");
+}

@@ -1,0 +1,40 @@
+//! The FunctionResponse JSON (REFERENCE §2.3).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::request::ScalingConfigRequest;
+use super::spec::{ExecutionMode, ResourceSpec, RuntimeMode};
+
+/// Declaration order, top-level nulls omitted.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionResponse<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub command: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<&'a ResourceSpec>,
+    pub timeout_ms: u64,
+    pub concurrency: u32,
+    pub queue_size: u32,
+    pub max_retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<&'a str>,
+    pub requested_execution_mode: ExecutionMode,
+    pub effective_execution_mode: ExecutionMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_backend: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degradation_reason: Option<&'a str>,
+    pub runtime_mode: RuntimeMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_command: Option<&'a str>,
+    /// `Scaling::to_request`: the resolved values, or the request's as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_config: Option<ScalingConfigRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<&'a [String]>,
+}
