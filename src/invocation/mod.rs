@@ -7,8 +7,14 @@
 //! no-op. Dispatches run as tracked tasks so a client disconnect never cancels an execution and
 //! shutdown can drain them.
 
+mod completion;
+mod driven;
+mod error;
 pub mod idempotency;
 mod self_wake;
+
+use driven::DrivenDispatch;
+pub use error::InvokeError;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -19,51 +25,13 @@ use tokio_util::task::TaskTracker;
 use crate::admission::RateLimiter;
 use crate::config::SyncQueueConfig;
 use crate::dispatch::{Dispatcher, runtime_body};
-use crate::execution::store::{
-    Abort, BeginDispatch, Completion, EffectKind, ExecutionStore, Finalized, Subscription,
-};
+use crate::execution::store::{Abort, BeginDispatch, Completion, ExecutionStore, Subscription};
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::{FunctionLabel, Metrics};
-use crate::model::{AttemptResult, ErrorInfo, InvocationResponse, Json, StartKind};
-use crate::queue::{QueueError, QueueManager, RejectReason, SyncSettings, TaskSink};
+use crate::model::{ErrorInfo, InvocationResponse, Json};
+use crate::queue::{QueueManager, RejectReason, SyncSettings, TaskSink};
 use crate::registry::{RegisteredFunction, Registry};
 use idempotency::{Claim, IdempotencyStore};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvokeError {
-    #[error("Rate limit exceeded")]
-    RateLimited,
-    #[error("Function not found: {0}")]
-    FunctionNotFound(String),
-    #[error("Queue for function '{0}' is full")]
-    QueueFull(String),
-    #[error(
-        "Async invocation requires the async-queue module: set NANOFAAS_ASYNC_QUEUE_ENABLED=true"
-    )]
-    AsyncDisabled,
-    #[error("Too many executions in flight; retry later")]
-    StoreFull,
-    #[error("Sync queue rejected the invocation ({})", .reason.as_str())]
-    SyncQueueRejected {
-        reason: RejectReason,
-        retry_after_seconds: u32,
-    },
-}
-
-impl InvokeError {
-    fn from_queue(e: QueueError, function: &str) -> Self {
-        match e {
-            QueueError::Full => InvokeError::QueueFull(function.to_owned()),
-            QueueError::SyncRejected {
-                reason,
-                retry_after_seconds,
-            } => InvokeError::SyncQueueRejected {
-                reason,
-                retry_after_seconds,
-            },
-        }
-    }
-}
 
 /// One invocation request, validated by the API layer.
 pub struct InvokeInput {
@@ -92,33 +60,6 @@ enum Route {
     SyncQueue,
 }
 
-/// What a completion did; runtime callbacks count it in `controlplane_callbacks_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallbackOutcome {
-    /// No such execution (never existed, or evicted).
-    Unknown,
-    /// For an attempt that is no longer current.
-    Stale,
-    /// The execution had already ended.
-    Duplicate,
-    /// The attempt failed and another was scheduled.
-    Retried,
-    /// The execution ended with this result.
-    Applied,
-}
-
-impl CallbackOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            CallbackOutcome::Unknown => "unknown",
-            CallbackOutcome::Stale => "stale",
-            CallbackOutcome::Duplicate => "duplicate",
-            CallbackOutcome::Retried => "retried",
-            CallbackOutcome::Applied => "applied",
-        }
-    }
-}
-
 /// The deadlines of one sync wait.
 struct Wait {
     deadline: Instant,
@@ -131,45 +72,6 @@ enum Admitted {
     /// A new execution; `Some(task)` when the caller is to drive its dispatch (inline route).
     New(Arc<str>, Option<Task>),
     Existing(Arc<str>),
-}
-
-/// A dispatch driven by the request that created the execution, so the common case needs no task
-/// hop. If the request goes away first (client gone, callback answered, wait timed out), the
-/// unfinished dispatch is detached onto the tracker and still completes.
-struct DrivenDispatch {
-    future: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
-    tracker: TaskTracker,
-}
-
-/// Never resolves (its output type is uninhabited): it only drives the dispatch while the
-/// request waits on the execution's outcome.
-impl std::future::Future for DrivenDispatch {
-    type Output = std::convert::Infallible;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let Some(future) = self.future.as_mut() else {
-            return std::task::Poll::Pending;
-        };
-        match future.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => {
-                self.future = None;
-                // Done: the outcome arrives through the execution's waiter.
-                std::task::Poll::Pending
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-}
-
-impl Drop for DrivenDispatch {
-    fn drop(&mut self) {
-        if let Some(future) = self.future.take() {
-            self.tracker.spawn(future);
-        }
-    }
 }
 
 pub struct InvocationService {
@@ -280,21 +182,15 @@ impl InvocationService {
                 Admitted::New(id, task) => (id, true, task),
                 Admitted::Existing(id) => (id, false, None),
             };
-        let mut driven = DrivenDispatch {
-            future: driven.map(|task| {
+        let mut driven = DrivenDispatch::new(
+            driven.map(|task| {
                 let service = self.clone();
-                Box::pin(async move { service.dispatch(task).await })
-                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                async move { service.dispatch(task).await }
             }),
-            tracker: self.tracker.clone(),
-        };
-        // The first step of the dispatch runs before the wait subscribes: a LOCAL echo (or any
-        // attempt that ends without waiting on I/O) is then already done and needs no waiter.
-        std::future::poll_fn(|cx| {
-            let _ = std::pin::Pin::new(&mut driven).poll(cx);
-            std::task::Poll::Ready(())
-        })
-        .await;
+            self.tracker.clone(),
+        );
+        // Before subscribing: an attempt that finishes at once then needs no waiter.
+        driven.start().await;
         let wait = match wait_ms {
             Some(ms) => Duration::from_millis(ms.max(0) as u64),
             None => Duration::from_millis(function.spec.timeout_ms),
@@ -543,112 +439,6 @@ impl InvocationService {
         if let Some(generation) = task.slot {
             self.queue.release_slot(task.function.name(), generation);
         }
-    }
-
-    /// `POST /v1/internal/executions/{id}:complete` (DECISIONS 5): always accepted; unknown,
-    /// stale and duplicate callbacks change nothing and are counted.
-    pub fn complete_from_callback(
-        self: &Arc<Self>,
-        execution_id: &str,
-        attempt: Option<u32>,
-        result: AttemptResult,
-    ) {
-        let outcome = self.apply(Completion {
-            execution_id,
-            attempt,
-            result,
-            cold_start: None,
-            from_dispatcher: false,
-        });
-        self.metrics.callback(outcome.as_str());
-        if outcome == CallbackOutcome::Unknown {
-            tracing::info!(execution_id, "callback for an unknown or evicted execution");
-        }
-    }
-
-    /// Applies a completion and carries out its effects; returns what it did.
-    fn apply(self: &Arc<Self>, completion: Completion<'_>) -> CallbackOutcome {
-        let failure = match &completion.result {
-            AttemptResult::Failure(e) => Some(e.clone()),
-            AttemptResult::Success(_) => None,
-        };
-        match self.store.complete(completion).kind {
-            EffectKind::Missing => CallbackOutcome::Unknown,
-            EffectKind::Stale => CallbackOutcome::Stale,
-            EffectKind::Duplicate {
-                function,
-                late_start,
-            } => {
-                if let Some(cold) = late_start {
-                    self.record_start_kind(&function, cold);
-                }
-                CallbackOutcome::Duplicate
-            }
-            EffectKind::Retry(task) => {
-                task.function.meters(&self.metrics).retry.inc();
-                self.schedule_retry(task, failure);
-                CallbackOutcome::Retried
-            }
-            EffectKind::Finalized(mut f) => {
-                self.record_final_metrics(&f);
-                f.wake();
-                CallbackOutcome::Applied
-            }
-        }
-    }
-
-    /// Retries go where new work goes: the function's queue when a queue module is on (a full
-    /// queue ends the execution with the original failure, REFERENCE §3.5), else inline.
-    fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>) {
-        if self.sync_route() == Route::Inline {
-            self.spawn_dispatch(task);
-            return;
-        }
-        let function = task.function.clone();
-        let id = task.execution_id.clone();
-        if self.enqueue(task).is_err() {
-            let error = failure
-                .unwrap_or_else(|| ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full"));
-            if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
-                function.meters(&self.metrics).error.inc();
-                f.wake();
-            }
-        }
-    }
-
-    fn record_start_kind(&self, function: &RegisteredFunction, start: StartKind) {
-        let m = function.meters(&self.metrics);
-        match start {
-            StartKind::Cold(c) => {
-                m.cold_start.inc();
-                if let Some(ms) = c.init_duration_ms.filter(|ms| *ms >= 0) {
-                    m.init_duration.record(Duration::from_millis(ms as u64));
-                }
-            }
-            StartKind::Warm => {
-                m.warm_start.inc();
-            }
-        }
-    }
-
-    fn record_final_metrics(&self, f: &Finalized) {
-        let m = f.function.meters(&self.metrics);
-        match f.outcome {
-            Outcome::Success(_) => m.success.inc(),
-            _ => m.error.inc(),
-        };
-        if let Some(cold) = f.start {
-            self.record_start_kind(&f.function, cold);
-        }
-        let finished = f.finished.at;
-        if let Some(started) = f.started {
-            m.latency
-                .record(finished.saturating_duration_since(started.at));
-            m.queue_wait
-                .record(started.at.saturating_duration_since(f.enqueued_at));
-        }
-        m.e2e_latency
-            .record(finished.saturating_duration_since(f.enqueued_at));
     }
 }
 

@@ -1,0 +1,148 @@
+//! Completing executions (REFERENCE §3.4): runtime replies and callbacks go through the store's
+//! completion protocol; its effects (wake waiters, schedule a retry §3.5, record the final
+//! metrics §7.1) are carried out here, outside the store's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{InvocationService, Route};
+use crate::execution::Outcome;
+use crate::execution::Task;
+use crate::execution::store::{Abort, Completion, EffectKind, Finalized};
+use crate::model::{AttemptResult, ErrorInfo, StartKind};
+use crate::registry::RegisteredFunction;
+
+/// What a completion did; runtime callbacks count it in `controlplane_callbacks_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallbackOutcome {
+    /// No such execution (never existed, or evicted).
+    Unknown,
+    /// For an attempt that is no longer current.
+    Stale,
+    /// The execution had already ended.
+    Duplicate,
+    /// The attempt failed and another was scheduled.
+    Retried,
+    /// The execution ended with this result.
+    Applied,
+}
+
+impl CallbackOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Unknown => "unknown",
+            CallbackOutcome::Stale => "stale",
+            CallbackOutcome::Duplicate => "duplicate",
+            CallbackOutcome::Retried => "retried",
+            CallbackOutcome::Applied => "applied",
+        }
+    }
+}
+
+impl InvocationService {
+    /// `POST /v1/internal/executions/{id}:complete` (DECISIONS 5): always accepted; unknown,
+    /// stale and duplicate callbacks change nothing and are counted.
+    pub fn complete_from_callback(
+        self: &Arc<Self>,
+        execution_id: &str,
+        attempt: Option<u32>,
+        result: AttemptResult,
+    ) {
+        let outcome = self.apply(Completion {
+            execution_id,
+            attempt,
+            result,
+            cold_start: None,
+            from_dispatcher: false,
+        });
+        self.metrics.callback(outcome.as_str());
+        if outcome == CallbackOutcome::Unknown {
+            tracing::info!(execution_id, "callback for an unknown or evicted execution");
+        }
+    }
+
+    /// Applies a completion and carries out its effects; returns what it did.
+    pub(super) fn apply(self: &Arc<Self>, completion: Completion<'_>) -> CallbackOutcome {
+        let failure = match &completion.result {
+            AttemptResult::Failure(e) => Some(e.clone()),
+            AttemptResult::Success(_) => None,
+        };
+        match self.store.complete(completion).kind {
+            EffectKind::Missing => CallbackOutcome::Unknown,
+            EffectKind::Stale => CallbackOutcome::Stale,
+            EffectKind::Duplicate {
+                function,
+                late_start,
+            } => {
+                if let Some(cold) = late_start {
+                    self.record_start_kind(&function, cold);
+                }
+                CallbackOutcome::Duplicate
+            }
+            EffectKind::Retry(task) => {
+                task.function.meters(&self.metrics).retry.inc();
+                self.schedule_retry(task, failure);
+                CallbackOutcome::Retried
+            }
+            EffectKind::Finalized(mut f) => {
+                self.record_final_metrics(&f);
+                f.wake();
+                CallbackOutcome::Applied
+            }
+        }
+    }
+
+    /// Retries go where new work goes: the function's queue when a queue module is on (a full
+    /// queue ends the execution with the original failure, REFERENCE §3.5), else inline.
+    fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>) {
+        if self.sync_route() == Route::Inline {
+            self.spawn_dispatch(task);
+            return;
+        }
+        let function = task.function.clone();
+        let id = task.execution_id.clone();
+        if self.enqueue(task).is_err() {
+            let error = failure
+                .unwrap_or_else(|| ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full"));
+            if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
+                function.meters(&self.metrics).error.inc();
+                f.wake();
+            }
+        }
+    }
+
+    fn record_start_kind(&self, function: &RegisteredFunction, start: StartKind) {
+        let m = function.meters(&self.metrics);
+        match start {
+            StartKind::Cold(c) => {
+                m.cold_start.inc();
+                if let Some(ms) = c.init_duration_ms.filter(|ms| *ms >= 0) {
+                    m.init_duration.record(Duration::from_millis(ms as u64));
+                }
+            }
+            StartKind::Warm => {
+                m.warm_start.inc();
+            }
+        }
+    }
+
+    fn record_final_metrics(&self, f: &Finalized) {
+        let m = f.function.meters(&self.metrics);
+        match f.outcome {
+            Outcome::Success(_) => m.success.inc(),
+            _ => m.error.inc(),
+        };
+        if let Some(cold) = f.start {
+            self.record_start_kind(&f.function, cold);
+        }
+        let finished = f.finished.at;
+        if let Some(started) = f.started {
+            m.latency
+                .record(finished.saturating_duration_since(started.at));
+            m.queue_wait
+                .record(started.at.saturating_duration_since(f.enqueued_at));
+        }
+        m.e2e_latency
+            .record(finished.saturating_duration_since(f.enqueued_at));
+    }
+}
