@@ -42,7 +42,7 @@ use crate::invocation::InvocationService;
 use crate::invocation::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
-use crate::registry::Registry;
+use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
@@ -61,7 +61,7 @@ impl std::ops::Deref for AppState {
 /// The handles behind [`AppState`].
 pub struct Handles {
     pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
+    pub registry: Arc<FunctionRegistry>,
     pub invocations: Arc<InvocationService>,
     pub idempotency: Arc<IdempotencyStore>,
     pub metrics: Arc<Metrics>,
@@ -86,7 +86,7 @@ impl App {
             deploy_providers(&config)?,
             config.deployment_default_backend,
         );
-        let registry = Arc::new(Registry::new(
+        let registry = Arc::new(FunctionRegistry::new(
             config.defaults.clone(),
             config.pool_allowed_hosts.clone(),
             providers,

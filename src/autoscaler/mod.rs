@@ -4,7 +4,7 @@
 //! function with strategy INTERNAL is looked at: ready replicas come from its deployment backend,
 //! load from its queue (`queue_depth` = queued, `in_flight` = slots held) and its dispatch counter
 //! (`rps` = dispatches per second since the previous tick). [`policy`] decides; the loop scales
-//! through [`Registry::set_replicas`] (serialised with register/delete) and pushes the effective
+//! through [`FunctionRegistry::set_replicas`] (serialised with register/delete) and pushes the effective
 //! concurrency and controller gauges into the queue. Functions are handled concurrently; a
 //! failure on one is logged and changes nothing for the others.
 //!
@@ -28,7 +28,7 @@ use crate::config::AutoscalerConfig;
 use crate::function::{ConcurrencyControlMode, ScalingStrategy};
 use crate::metrics::MetricsSection;
 use crate::queue::QueueManager;
-use crate::registry::{FunctionLifecycle, RegisteredFunction, Registry, RegistryError};
+use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction, RegistryError};
 use crate::support::lock;
 use policy::{AdaptiveState, Bounds, Cooldowns, LoadSignal, MetricKind, PolicyConfig, Scale};
 use target_load::TargetLoadGauges;
@@ -62,9 +62,9 @@ struct FunctionState {
     rps_sample: Option<(Instant, u64)>,
 }
 
-/// What one tick did to one function (for tests and logs).
+/// What one tick decided for one function (logged at debug level).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Evaluation {
     /// Not managed, or strategy HPA / NONE.
     Skipped,
     Evaluated {
@@ -78,7 +78,7 @@ pub enum Outcome {
 }
 
 pub struct Autoscaler {
-    registry: Arc<Registry>,
+    registry: Arc<FunctionRegistry>,
     queue: Arc<dyn QueueControl>,
     policy: PolicyConfig,
     poll_interval: Duration,
@@ -88,7 +88,7 @@ pub struct Autoscaler {
 
 impl Autoscaler {
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Arc<FunctionRegistry>,
         queue: Arc<dyn QueueControl>,
         settings: &AutoscalerConfig,
     ) -> Self {
@@ -130,35 +130,41 @@ impl Autoscaler {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                _ = interval.tick() => {
-                    self.tick().await;
+                _ = interval.tick() => self.tick().await,
+            }
+        }
+    }
+
+    /// One pass over every registered function; each decision is logged.
+    async fn tick(&self) {
+        for (function, result) in self.evaluate_all().await {
+            match result {
+                Ok(evaluation) => tracing::debug!(function, ?evaluation, "autoscaler"),
+                Err(error) => {
+                    tracing::warn!(function, error, "autoscaler: function skipped this tick")
                 }
             }
         }
     }
 
-    /// One pass over every registered function, concurrently.
-    pub async fn tick(&self) -> Vec<(String, Result<Outcome, String>)> {
+    /// Evaluates every registered function, concurrently.
+    pub(crate) async fn evaluate_all(&self) -> Vec<(String, Result<Evaluation, String>)> {
         let functions = self.registry.list();
         let runs = functions.into_iter().map(|f| async move {
             let name = f.name().to_owned();
-            let result = self.evaluate(f).await;
-            if let Err(e) = &result {
-                tracing::warn!(function = name, error = %e, "autoscaler: function skipped this tick");
-            }
-            (name, result)
+            (name, self.evaluate(f).await)
         });
         futures_util::future::join_all(runs).await
     }
 
     /// Reads, decides and acts for one function.
-    async fn evaluate(&self, function: Arc<RegisteredFunction>) -> Result<Outcome, String> {
+    async fn evaluate(&self, function: Arc<RegisteredFunction>) -> Result<Evaluation, String> {
         let spec = &function.spec;
         let Some(scaling) = spec.scaling.resolved() else {
-            return Ok(Outcome::Skipped);
+            return Ok(Evaluation::Skipped);
         };
         if !function.is_managed() || scaling.strategy != ScalingStrategy::Internal {
-            return Ok(Outcome::Skipped);
+            return Ok(Evaluation::Skipped);
         }
         let name = function.name();
         let backend = function.deployment_backend.unwrap_or_default();
@@ -237,7 +243,7 @@ impl Autoscaler {
                     replicas = target;
                     scaled_to = Some(target);
                 }
-                Err(RegistryError::NotFound(_)) => return Ok(Outcome::Skipped),
+                Err(RegistryError::NotFound(_)) => return Ok(Evaluation::Skipped),
                 Err(e) => failure = Some(format!("scaling {direction} to {target}: {e}")),
             }
         }
@@ -270,7 +276,7 @@ impl Autoscaler {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(Outcome::Evaluated {
+            None => Ok(Evaluation::Evaluated {
                 ready,
                 max_ratio,
                 desired: decision.desired,

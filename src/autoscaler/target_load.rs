@@ -60,6 +60,7 @@ impl TargetLoadGauges {
     }
 
     /// The value of one gauge, if it exists.
+    #[cfg(test)]
     pub fn get(&self, function: &str, scaling_type: &str) -> Option<i32> {
         lock(&self.functions)
             .get(function)

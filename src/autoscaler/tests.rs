@@ -151,7 +151,7 @@ impl QueueControl for FakeQueue {
 }
 
 struct Harness {
-    registry: Arc<Registry>,
+    registry: Arc<FunctionRegistry>,
     backend: Arc<FakeBackend>,
     queue: Arc<FakeQueue>,
     metrics: Arc<Metrics>,
@@ -167,7 +167,11 @@ impl Harness {
         let config = Config::default();
         let backend = Arc::new(FakeBackend::default());
         let providers = Providers::new(vec![backend.clone() as Arc<dyn DeploymentProvider>], None);
-        let registry = Arc::new(Registry::new(config.defaults.clone(), None, providers));
+        let registry = Arc::new(FunctionRegistry::new(
+            config.defaults.clone(),
+            None,
+            providers,
+        ));
         let queue = Arc::new(FakeQueue::default());
         let mut settings = config.scaling.clone();
         settings.poll_interval = POLL;
@@ -199,11 +203,11 @@ impl Harness {
         .await
     }
 
-    async fn tick(&self) -> HashMap<String, Result<Outcome, String>> {
-        self.scaler.tick().await.into_iter().collect()
+    async fn tick(&self) -> HashMap<String, Result<Evaluation, String>> {
+        self.scaler.evaluate_all().await.into_iter().collect()
     }
 
-    async fn outcome(&self, name: &str) -> Result<Outcome, String> {
+    async fn outcome(&self, name: &str) -> Result<Evaluation, String> {
         self.tick().await.remove(name).expect("function evaluated")
     }
 }
@@ -212,9 +216,9 @@ fn queue_depth(target: &str, min: u32, max: u32) -> Value {
     json!({"minReplicas": min, "maxReplicas": max, "metrics": [{"type": "queue_depth", "target": target}]})
 }
 
-fn scaled_to(outcome: &Result<Outcome, String>) -> Option<u32> {
+fn scaled_to(outcome: &Result<Evaluation, String>) -> Option<u32> {
     match outcome {
-        Ok(Outcome::Evaluated { scaled_to, .. }) => *scaled_to,
+        Ok(Evaluation::Evaluated { scaled_to, .. }) => *scaled_to,
         other => panic!("not evaluated: {other:?}"),
     }
 }
@@ -227,7 +231,7 @@ async fn queue_depth_15_over_target_5_with_one_replica_scales_to_3() {
     let outcome = h.outcome("f").await;
     assert_eq!(
         outcome,
-        Ok(Outcome::Evaluated {
+        Ok(Evaluation::Evaluated {
             ready: 1,
             max_ratio: 3.0,
             desired: 3,
@@ -278,7 +282,7 @@ async fn hpa_none_and_unmanaged_functions_are_ignored() {
     }
     let out = h.tick().await;
     for name in ["hpa", "none", "pool", "local"] {
-        assert_eq!(out[name], Ok(Outcome::Skipped), "{name}");
+        assert_eq!(out[name], Ok(Evaluation::Skipped), "{name}");
         assert_eq!(h.queue.effective(name), None, "{name}");
     }
     assert!(h.backend.calls().is_empty());
@@ -397,11 +401,11 @@ async fn rps_is_the_dispatch_rate_since_the_previous_tick() {
     meters.dispatch.inc_by(7);
     // First read: no rate yet.
     let first = h.outcome("f").await;
-    assert!(matches!(first, Ok(Outcome::Evaluated { max_ratio, .. }) if max_ratio == 0.0));
+    assert!(matches!(first, Ok(Evaluation::Evaluated { max_ratio, .. }) if max_ratio == 0.0));
     meters.dispatch.inc_by(10);
     tokio::time::advance(Duration::from_secs(5)).await;
     match h.outcome("f").await {
-        Ok(Outcome::Evaluated {
+        Ok(Evaluation::Evaluated {
             max_ratio,
             scaled_to,
             ..

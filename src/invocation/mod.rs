@@ -30,7 +30,7 @@ use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::{FunctionLabel, Metrics};
 use crate::model::{ErrorInfo, InvocationResponse, Json};
 use crate::queue::{QueueManager, RejectReason, SyncSettings, TaskSink};
-use crate::registry::{RegisteredFunction, Registry};
+use crate::registry::{FunctionRegistry, RegisteredFunction};
 use idempotency::{Claim, IdempotencyStore};
 
 /// One invocation request, validated by the API layer.
@@ -75,7 +75,7 @@ enum Admitted {
 }
 
 pub struct InvocationService {
-    registry: Arc<Registry>,
+    registry: Arc<FunctionRegistry>,
     store: Arc<ExecutionStore>,
     idempotency: Arc<IdempotencyStore>,
     limiter: Arc<RateLimiter>,
@@ -88,7 +88,7 @@ pub struct InvocationService {
 
 /// The shared components the service works with.
 pub struct Parts<'a> {
-    pub registry: Arc<Registry>,
+    pub registry: Arc<FunctionRegistry>,
     pub store: Arc<ExecutionStore>,
     pub idempotency: Arc<IdempotencyStore>,
     pub limiter: Arc<RateLimiter>,

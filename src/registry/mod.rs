@@ -112,7 +112,7 @@ pub enum RegistryError {
     Deploy(#[from] DeployError),
 }
 
-pub struct Registry {
+pub struct FunctionRegistry {
     functions: RwLock<HashMap<String, Arc<RegisteredFunction>>>,
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     defaults: FunctionDefaults,
@@ -121,13 +121,13 @@ pub struct Registry {
     listeners: RwLock<Vec<Arc<dyn FunctionLifecycle>>>,
 }
 
-impl Registry {
+impl FunctionRegistry {
     pub fn new(
         defaults: FunctionDefaults,
         pool_allowed_hosts: Option<Vec<HostRule>>,
         providers: Providers,
     ) -> Self {
-        Registry {
+        FunctionRegistry {
             functions: RwLock::default(),
             name_locks: Mutex::default(),
             defaults,
@@ -420,7 +420,7 @@ mod tests {
             vec![Arc::new(NeverReady) as Arc<dyn DeploymentProvider>],
             None,
         );
-        let registry = Registry::new(Config::default().defaults, None, providers);
+        let registry = FunctionRegistry::new(Config::default().defaults, None, providers);
         let f = registry
             .register(request(serde_json::json!({
                 "name": "f", "image": "i", "endpointUrl": "http://127.0.0.1:9/invoke"

@@ -272,9 +272,8 @@ pub(super) fn provider_with(
 ) -> (KubernetesProvider, tokio::task::JoinHandle<()>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, NS);
-    let mut provider = KubernetesProvider::new(client, &k8s_config(), validate_images);
-    provider.validation_poll_interval = Duration::from_millis(2);
-    provider.validation_timeout = Duration::from_millis(60);
+    let provider = KubernetesProvider::new(client, &k8s_config(), validate_images)
+        .with_validation_timing(Duration::from_millis(2), Duration::from_millis(60));
     (provider, tokio::spawn(serve(handle, script)))
 }
 

@@ -36,9 +36,9 @@ pub struct KubernetesProvider {
     manifests: Manifests,
     validate_images: bool,
     /// How often the image-validation pod is polled (REFERENCE §5.5: 500 ms).
-    pub validation_poll_interval: Duration,
+    validation_poll_interval: Duration,
     /// How long an image pull may take before validation gives up (REFERENCE §5.5: 20 s).
-    pub validation_timeout: Duration,
+    validation_timeout: Duration,
     /// Resource name → the function that owns it (collision check, DECISIONS 3).
     pub(super) owners: Mutex<HashMap<String, String>>,
 }
@@ -54,6 +54,18 @@ impl KubernetesProvider {
             validation_timeout: Duration::from_secs(20),
             owners: Mutex::default(),
         }
+    }
+
+    /// Tests poll the image-validation pod faster and give up sooner.
+    #[cfg(test)]
+    pub(super) fn with_validation_timing(
+        mut self,
+        poll_interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        self.validation_poll_interval = poll_interval;
+        self.validation_timeout = timeout;
+        self
     }
 
     /// A provider on the cluster the environment points at: the kubeconfig (`KUBECONFIG` or
