@@ -28,10 +28,13 @@ struct InvocationRequest {
     metadata: Option<Box<RawValue>>,
 }
 
+/// The function name and request of `:invoke` / `:enqueue`, validated.
 fn invoke_input(
+    name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<InvokeInput, ApiError> {
+    require_name(name)?;
     let idempotency_key = token_header(headers, "Idempotency-Key")?;
     let trace_id = token_header(headers, "X-Trace-Id")?;
     let request: InvocationRequest = json_body(headers, body)?;
@@ -87,10 +90,16 @@ pub async fn function_action(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    match split_action(&segment) {
-        Some((name, "invoke")) => invoke(state, name, &headers, body).await,
-        Some((name, "enqueue")) => enqueue(state, name, &headers, body).await,
-        _ => Err(ApiError::MethodNotAllowed),
+    let (name, sync) = match split_action(&segment) {
+        Some((name, "invoke")) => (name, true),
+        Some((name, "enqueue")) => (name, false),
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let input = invoke_input(name, &headers, body)?;
+    if sync {
+        invoke(state, name, &headers, input).await
+    } else {
+        enqueue(state, name, input).await
     }
 }
 
@@ -98,10 +107,8 @@ async fn invoke(
     state: AppState,
     name: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    input: InvokeInput,
 ) -> Result<Response, ApiError> {
-    require_name(name)?;
-    let input = invoke_input(headers, body)?;
     let wait_ms = timeout_header(headers)?;
     let result = state.invocations.invoke_sync(name, input, wait_ms).await?;
     // DECISIONS 1: a wait that elapsed is a 408 with the normal body.
@@ -113,14 +120,7 @@ async fn invoke(
     Ok(invocation_response(status, &result.response, true))
 }
 
-async fn enqueue(
-    state: AppState,
-    name: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    require_name(name)?;
-    let input = invoke_input(headers, body)?;
+async fn enqueue(state: AppState, name: &str, input: InvokeInput) -> Result<Response, ApiError> {
     let execution_id = state.invocations.invoke_async(name, input).await?;
     let response = InvocationResponse {
         execution_id,

@@ -1,7 +1,7 @@
 //! The autoscaler loop against the real registry, an in-memory deployment backend and an
 //! in-memory queue, on tokio's paused clock (no real sleeps).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,99 +10,12 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::config::Config;
-use crate::deploy::{BoxFuture, DeployError, DeploymentProvider, Providers, Provisioned};
-use crate::function::{FunctionSpec, FunctionSpecRequest};
+use crate::deploy::fake::FakeBackend;
+use crate::deploy::{DeploymentProvider, Providers};
+use crate::function::FunctionSpecRequest;
 use crate::metrics::Metrics;
 
 const POLL: Duration = Duration::from_secs(5);
-
-/// Replica counts in memory; `ready_replicas` / `set_replicas` can be told to fail.
-#[derive(Default)]
-struct FakeBackend {
-    replicas: Mutex<HashMap<String, u32>>,
-    set_calls: Mutex<Vec<(String, u32)>>,
-    failing_reads: Mutex<HashSet<String>>,
-    failing_sets: Mutex<HashSet<String>>,
-    /// When set, `ready_replicas` waits for a notification first.
-    gate: Mutex<Option<Arc<Notify>>>,
-}
-
-impl FakeBackend {
-    fn replicas(&self, name: &str) -> u32 {
-        self.replicas
-            .lock()
-            .unwrap()
-            .get(name)
-            .copied()
-            .unwrap_or(0)
-    }
-    fn set(&self, name: &str, n: u32) {
-        self.replicas.lock().unwrap().insert(name.to_owned(), n);
-    }
-    fn calls(&self) -> Vec<(String, u32)> {
-        self.set_calls.lock().unwrap().clone()
-    }
-}
-
-impl DeploymentProvider for FakeBackend {
-    fn id(&self) -> &'static str {
-        "fake"
-    }
-    fn is_available(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async { true })
-    }
-    fn supports(&self, _spec: &FunctionSpec) -> bool {
-        true
-    }
-    fn provision<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
-        Box::pin(async move {
-            let min = spec.initial_replicas();
-            self.set(&spec.name, min as u32);
-            Ok(Provisioned {
-                endpoint_url: format!("http://fake/{}", spec.name),
-                replicas: None,
-            })
-        })
-    }
-    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
-        Box::pin(async move {
-            self.replicas.lock().unwrap().remove(name);
-            Ok(())
-        })
-    }
-    fn set_replicas<'a>(
-        &'a self,
-        name: &'a str,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
-        Box::pin(async move {
-            self.set_calls
-                .lock()
-                .unwrap()
-                .push((name.to_owned(), replicas));
-            if self.failing_sets.lock().unwrap().contains(name) {
-                return Err(DeployError::Failed("engine said no".into()));
-            }
-            self.set(name, replicas);
-            Ok(())
-        })
-    }
-    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
-        Box::pin(async move {
-            let gate = self.gate.lock().unwrap().clone();
-            if let Some(gate) = gate {
-                gate.notified().await;
-            }
-            if self.failing_reads.lock().unwrap().contains(name) {
-                return Err(DeployError::Unavailable("backend unreachable".into()));
-            }
-            Ok(self.replicas(name))
-        })
-    }
-}
 
 /// Queue loads set by the test; what the autoscaler pushed is recorded.
 #[derive(Default)]

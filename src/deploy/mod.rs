@@ -3,6 +3,8 @@
 //! submodules and are chosen at start-up from `NANOFAAS_DEPLOYMENT_DEFAULT_BACKEND`.
 
 pub mod container_local;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod kubernetes;
 pub mod runtime_env;
 

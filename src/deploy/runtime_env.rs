@@ -56,19 +56,8 @@ mod tests {
             .unwrap();
         let env = runtime_env(&spec, Some("http://cp:8080/v1/internal/executions"));
         let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "FUNCTION_NAME",
-                "WARM",
-                "TIMEOUT_MS",
-                "EXECUTION_MODE",
-                "WATCHDOG_CMD",
-                "CALLBACK_URL",
-                "A",
-                "B"
-            ]
-        );
+        let expected: Vec<&str> = RESERVED_ENV.iter().copied().chain(["A", "B"]).collect();
+        assert_eq!(keys, expected);
         assert_eq!(env[1].1, "true");
         assert_eq!(env[2].1, "500");
         assert_eq!(env[3].1, "HTTP");

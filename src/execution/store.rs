@@ -101,6 +101,19 @@ pub struct Finalized {
 }
 
 impl Finalized {
+    /// What a record that just became terminal hands to the caller: its waiters and timings.
+    fn take(record: &mut ExecutionRecord, outcome: Outcome, start: Option<StartKind>) -> Self {
+        Finalized {
+            function: record.function.clone(),
+            outcome,
+            waiters: std::mem::take(&mut record.waiters),
+            enqueued_at: record.enqueued_at,
+            started: record.started,
+            finished: record.finished.unwrap_or_else(Stamp::now),
+            start,
+        }
+    }
+
     pub fn wake(&mut self) {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(self.outcome.clone());
@@ -258,15 +271,7 @@ impl ExecutionStore {
         } else {
             None
         };
-        let finalized = Finalized {
-            function: record.function.clone(),
-            outcome,
-            waiters: std::mem::take(&mut record.waiters),
-            enqueued_at: record.enqueued_at,
-            started: record.started,
-            finished: record.finished.unwrap_or_else(Stamp::now),
-            start,
-        };
+        let finalized = Finalized::take(record, outcome, start);
         let id = record.execution_id.clone();
         inner.terminal_order.push_back(id);
         CompletionEffect {
@@ -290,15 +295,7 @@ impl ExecutionStore {
         }
         // No runtime result will be accounted for this execution.
         record.start_kind_counted = true;
-        let finalized = Finalized {
-            function: record.function.clone(),
-            outcome,
-            waiters: std::mem::take(&mut record.waiters),
-            enqueued_at: record.enqueued_at,
-            started: record.started,
-            finished: record.finished.unwrap_or_else(Stamp::now),
-            start: None,
-        };
+        let finalized = Finalized::take(record, outcome, None);
         let id = record.execution_id.clone();
         inner.terminal_order.push_back(id);
         Some(finalized)

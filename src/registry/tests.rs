@@ -1,44 +1,7 @@
 use super::*;
 use crate::config::Config;
-use crate::deploy::{BoxFuture, DeploymentProvider, Provisioned};
-
-/// A backend whose replicas never become ready.
-struct NeverReady;
-
-impl DeploymentProvider for NeverReady {
-    fn id(&self) -> &'static str {
-        "never-ready"
-    }
-    fn is_available(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async { true })
-    }
-    fn supports(&self, _spec: &FunctionSpec) -> bool {
-        true
-    }
-    fn provision<'a>(
-        &'a self,
-        _spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
-        Box::pin(async {
-            Err(DeployError::Unavailable(
-                "replica never became ready".into(),
-            ))
-        })
-    }
-    fn deprovision<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn set_replicas<'a>(
-        &'a self,
-        _name: &'a str,
-        _replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn ready_replicas<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
-        Box::pin(async { Ok(0) })
-    }
-}
+use crate::deploy::DeploymentProvider;
+use crate::deploy::fake::FakeBackend;
 
 fn request(spec: serde_json::Value) -> FunctionSpecRequest {
     serde_json::from_value(spec).unwrap()
@@ -47,7 +10,12 @@ fn request(spec: serde_json::Value) -> FunctionSpecRequest {
 #[tokio::test]
 async fn a_backend_that_cannot_provision_degrades_to_pool_only_with_an_endpoint() {
     let providers = Providers::new(
-        vec![Arc::new(NeverReady) as Arc<dyn DeploymentProvider>],
+        vec![Arc::new(FakeBackend {
+            provision_error: Some(DeployError::Unavailable(
+                "replica never became ready".into(),
+            )),
+            ..FakeBackend::default()
+        }) as Arc<dyn DeploymentProvider>],
         None,
     );
     let registry = FunctionRegistry::new(Config::default().defaults, None, providers);

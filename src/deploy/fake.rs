@@ -1,0 +1,103 @@
+//! An in-memory deployment backend for tests of the layers above `deploy`: replica counts in a
+//! map, failures on demand.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned};
+use crate::function::FunctionSpec;
+
+/// Replica counts in memory; `ready_replicas` / `set_replicas` can be told to fail.
+#[derive(Default)]
+pub(crate) struct FakeBackend {
+    pub replicas: Mutex<HashMap<String, u32>>,
+    pub set_calls: Mutex<Vec<(String, u32)>>,
+    pub failing_reads: Mutex<HashSet<String>>,
+    pub failing_sets: Mutex<HashSet<String>>,
+    /// When set, `ready_replicas` waits for a notification first.
+    pub gate: Mutex<Option<Arc<Notify>>>,
+    /// When set, provisioning fails with this (a backend whose replicas never become ready).
+    pub provision_error: Option<DeployError>,
+}
+
+impl FakeBackend {
+    pub fn replicas(&self, name: &str) -> u32 {
+        self.replicas
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+    pub fn set(&self, name: &str, n: u32) {
+        self.replicas.lock().unwrap().insert(name.to_owned(), n);
+    }
+    pub fn calls(&self) -> Vec<(String, u32)> {
+        self.set_calls.lock().unwrap().clone()
+    }
+}
+
+impl DeploymentProvider for FakeBackend {
+    fn id(&self) -> &'static str {
+        "fake"
+    }
+    fn is_available(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+    fn supports(&self, _spec: &FunctionSpec) -> bool {
+        true
+    }
+    fn provision<'a>(
+        &'a self,
+        spec: &'a FunctionSpec,
+    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+        Box::pin(async move {
+            if let Some(e) = &self.provision_error {
+                return Err(e.clone());
+            }
+            let min = spec.initial_replicas();
+            self.set(&spec.name, min as u32);
+            Ok(Provisioned {
+                endpoint_url: format!("http://fake/{}", spec.name),
+                replicas: None,
+            })
+        })
+    }
+    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(async move {
+            self.replicas.lock().unwrap().remove(name);
+            Ok(())
+        })
+    }
+    fn set_replicas<'a>(
+        &'a self,
+        name: &'a str,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(async move {
+            self.set_calls
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), replicas));
+            if self.failing_sets.lock().unwrap().contains(name) {
+                return Err(DeployError::Failed("engine said no".into()));
+            }
+            self.set(name, replicas);
+            Ok(())
+        })
+    }
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
+        Box::pin(async move {
+            let gate = self.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            if self.failing_reads.lock().unwrap().contains(name) {
+                return Err(DeployError::Unavailable("backend unreachable".into()));
+            }
+            Ok(self.replicas(name))
+        })
+    }
+}
