@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AutoscalerConfig;
 use crate::function::{ConcurrencyControlMode, ScalingStrategy};
-use crate::metrics::MetricsSection;
+use crate::metrics::{MetricWriter, MetricsSection};
 use crate::queue::QueueManager;
 use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction, RegistryError};
 use crate::support::lock;
@@ -307,8 +307,8 @@ impl FunctionLifecycle for Autoscaler {
 }
 
 impl MetricsSection for Autoscaler {
-    fn render(&self, out: &mut String) {
-        self.target_load.render(out);
+    fn render(&self, w: &mut MetricWriter) {
+        self.target_load.render(w);
     }
 }
 

@@ -5,11 +5,10 @@
 //! execution mode or strategy; removed on delete.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use crate::function::ScalingMetric;
-use crate::metrics::{escape_label, format_float};
+use crate::metrics::MetricWriter;
 use crate::support::lock;
 
 pub const METRIC: &str = "gateway_service_target_load";
@@ -67,31 +66,33 @@ impl TargetLoadGauges {
             .and_then(|g| g.get(scaling_type).copied())
     }
 
-    /// Prometheus text for every gauge (nothing when there is none), sorted by function.
-    pub fn render(&self, out: &mut String) {
-        let mut rows: Vec<(String, &'static str, i32)> = lock(&self.functions)
-            .iter()
-            .flat_map(|(f, g)| g.iter().map(move |(k, v)| (escape_label(f), *k, *v)))
-            .collect();
-        if rows.is_empty() {
+    /// Every gauge (nothing when there is none), sorted by function then scaling type.
+    pub fn render(&self, w: &mut MetricWriter) {
+        let all = lock(&self.functions);
+        if all.is_empty() {
             return;
         }
-        rows.sort_unstable();
-        let _ = writeln!(out, "# HELP {METRIC} ");
-        let _ = writeln!(out, "# TYPE {METRIC} gauge");
-        for (function, kind, value) in rows {
-            let _ = writeln!(
-                out,
-                "{METRIC}{{function=\"{function}\",scaling_type=\"{kind}\"}} {}",
-                format_float(f64::from(value))
-            );
-        }
+        let mut functions: Vec<_> = all.iter().collect();
+        functions.sort_unstable_by_key(|(name, _)| name.as_str());
+        let series = functions.into_iter().flat_map(|(function, gauges)| {
+            gauges.iter().map(move |(kind, value)| {
+                let labels = [("function", function.as_str()), ("scaling_type", *kind)];
+                (labels, f64::from(*value))
+            })
+        });
+        w.gauge(METRIC, "", series);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rendered(g: &TargetLoadGauges) -> String {
+        let mut w = MetricWriter::default();
+        g.render(&mut w);
+        w.finish()
+    }
 
     /// The metrics of a `scalingConfig` JSON.
     fn scaling(json: &str) -> Vec<Option<ScalingMetric>> {
@@ -112,8 +113,7 @@ mod tests {
         assert_eq!(g.get("echo", "queue"), Some(5));
         assert_eq!(g.get("echo", "rps"), Some(100));
         assert_eq!(g.get("echo", "capacity"), Some(3));
-        let mut out = String::new();
-        g.render(&mut out);
+        let out = rendered(&g);
         assert_eq!(
             out,
             "# HELP gateway_service_target_load \n# TYPE gateway_service_target_load gauge\n\
@@ -123,8 +123,7 @@ mod tests {
         );
         g.remove("echo");
         assert_eq!(g.get("echo", "queue"), None);
-        let mut out = String::new();
-        g.render(&mut out);
+        let out = rendered(&g);
         assert_eq!(out, "");
     }
 
@@ -158,8 +157,7 @@ mod tests {
                     {"type":"prometheus","target":"5"}]}"#,
             ),
         );
-        let mut out = String::new();
-        g.render(&mut out);
+        let out = rendered(&g);
         assert_eq!(out, "");
         // Re-registration replaces the previous gauges.
         g.register(

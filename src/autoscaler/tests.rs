@@ -465,8 +465,9 @@ async fn target_load_gauges_exist_for_any_function_with_metrics() {
                           "metrics": [{"type": "cpu", "target": "75"}, {"type": "rps", "target": "2.5"}]}}))
         .await;
     h.deployment("dep", queue_depth("5", 1, 10)).await;
-    let mut out = String::new();
-    MetricsSection::render(&*h.scaler, &mut out);
+    let mut w = MetricWriter::default();
+    MetricsSection::render(&*h.scaler, &mut w);
+    let out = w.finish();
     assert!(
         out.contains("gateway_service_target_load{function=\"pool\",scaling_type=\"cpu\"} 75.0\n")
     );

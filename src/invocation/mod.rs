@@ -27,7 +27,7 @@ use crate::config::SyncQueueConfig;
 use crate::dispatch::{Dispatcher, runtime_body};
 use crate::execution::store::{Abort, BeginDispatch, Completion, ExecutionStore, Subscription};
 use crate::execution::{Outcome, Payload, Task};
-use crate::metrics::{FunctionLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, InvocationResponse, Json};
 use crate::queue::{QueueManager, RejectReason, SyncSettings, TaskSink};
 use crate::registry::{FunctionRegistry, RegisteredFunction};
@@ -290,12 +290,7 @@ impl InvocationService {
         match reason {
             Abort::QueueTimeout if !was_queued => false,
             Abort::QueueTimeout => {
-                self.metrics
-                    .sync_timedout
-                    .get_or_create(&FunctionLabel {
-                        function: function.name().to_owned(),
-                    })
-                    .inc();
+                self.metrics.sync_queue(function.name()).timedout.inc();
                 if let Some(mut f) = self.store.abort(id, Abort::QueueTimeout) {
                     f.wake();
                 }

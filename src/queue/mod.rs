@@ -13,7 +13,6 @@
 pub mod estimator;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +23,7 @@ use crate::config::SyncQueueConfig;
 use crate::execution::Task;
 use crate::execution::store::{Abort, ExecutionStore};
 use crate::function::ConcurrencyControlMode;
-use crate::metrics::{FunctionLabel, Metrics, MetricsSection, escape_label, format_float};
+use crate::metrics::{MetricWriter, Metrics, MetricsSection, SyncQueueMeters};
 use crate::model::ErrorInfo;
 use crate::registry::{FunctionLifecycle, RegisteredFunction};
 use crate::support::lock;
@@ -156,6 +155,7 @@ struct FunctionQueue {
     mode: ConcurrencyControlMode,
     target_per_pod: u32,
     rate: RateWindow,
+    sync_meters: Arc<SyncQueueMeters>,
 }
 
 struct Queued {
@@ -266,12 +266,11 @@ impl QueueManager {
     /// Sync-queue admission (REFERENCE §5.2, without B4/B5): global depth, then the estimated
     /// wait of this function's queue against `max-estimated-wait` (compared exactly).
     pub fn admit_sync(&self, task: Task) -> Result<(), QueueError> {
-        let name = task.function.name().to_owned();
-        let label = FunctionLabel {
-            function: name.clone(),
-        };
-        let reject = |reason| {
-            self.metrics.sync_rejected.get_or_create(&label).inc();
+        // The registration outlives the task: its name keys the lookup without a copy.
+        let function = task.function.clone();
+        let name = function.name();
+        let reject = |meters: &SyncQueueMeters, reason| {
+            meters.rejected.inc();
             Err(QueueError::SyncRejected {
                 reason,
                 retry_after_seconds: self.sync.retry_after_seconds(),
@@ -282,12 +281,12 @@ impl QueueManager {
             let now = Instant::now();
             let sync_depth = inner.sync_depth;
             let global_rate = inner.global_rate.rate(now);
-            let Some(q) = inner.queues.get_mut(&name) else {
-                return reject(RejectReason::Depth);
+            let Some(q) = inner.queues.get_mut(name) else {
+                drop(inner);
+                return reject(&self.metrics.sync_queue(name), RejectReason::Depth);
             };
             if sync_depth >= self.max_depth {
-                drop(inner);
-                return reject(RejectReason::Depth);
+                return reject(&q.sync_meters, RejectReason::Depth);
             }
             if self.sync.admission_enabled() {
                 let ahead = q.items.len();
@@ -296,14 +295,13 @@ impl QueueManager {
                 let estimate =
                     estimate_wait(ahead, samples, function_rate, global_rate, self.min_samples);
                 if estimate >= self.sync.max_estimated_wait() {
-                    drop(inner);
-                    return reject(RejectReason::EstWait);
+                    return reject(&q.sync_meters, RejectReason::EstWait);
                 }
             }
+            q.sync_meters.admitted.inc();
             q.items.push_back(Queued { task, sync: true });
             inner.sync_depth += 1;
-            self.metrics.sync_admitted.get_or_create(&label).inc();
-            self.take_ready(&mut inner, &name)
+            self.take_ready(&mut inner, name)
         };
         self.start(ready);
         Ok(())
@@ -394,6 +392,7 @@ impl FunctionLifecycle for QueueManager {
             mode,
             target_per_pod: target,
             rate: RateWindow::new(self.window, Instant::now()),
+            sync_meters: self.metrics.sync_queue(function.name()),
         };
         inner.queues.insert(function.name().to_owned(), queue);
         Ok(())
@@ -425,7 +424,7 @@ impl FunctionLifecycle for QueueManager {
     }
 }
 
-/// One function's queue gauges, read under the lock and rendered after it.
+/// One function's queue gauges, read under the lock and written after it.
 struct GaugeRow {
     function: String,
     queued: usize,
@@ -436,7 +435,7 @@ struct GaugeRow {
 }
 
 impl MetricsSection for QueueManager {
-    fn render(&self, out: &mut String) {
+    fn render(&self, w: &mut MetricWriter) {
         if !self.async_enabled && !self.sync.enabled() {
             return;
         }
@@ -446,7 +445,7 @@ impl MetricsSection for QueueManager {
                 .queues
                 .iter()
                 .map(|(name, q)| GaugeRow {
-                    function: escape_label(name),
+                    function: name.clone(),
                     queued: q.async_len,
                     in_flight: q.in_flight,
                     effective: q.effective,
@@ -457,43 +456,27 @@ impl MetricsSection for QueueManager {
             (rows, inner.sync_depth)
         };
         rows.sort_by(|a, b| a.function.cmp(&b.function));
-        let gauge = |out: &mut String, name: &str, value: fn(&GaugeRow) -> f64| {
-            let _ = writeln!(out, "# HELP {name} ");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for row in &rows {
-                let _ = writeln!(
-                    out,
-                    "{name}{{function=\"{}\"}} {}",
-                    row.function,
-                    format_float(value(row))
-                );
-            }
+        let per_function = |w: &mut MetricWriter, name, value: fn(&GaugeRow) -> f64| {
+            let series = rows
+                .iter()
+                .map(|r| ([("function", &*r.function)], value(r)));
+            w.gauge(name, "", series);
         };
-        gauge(out, "function_queue_depth", |r| r.queued as f64);
-        gauge(out, "function_inFlight", |r| f64::from(r.in_flight));
-        gauge(out, "function_effective_concurrency", |r| {
+        per_function(w, "function_queue_depth", |r| r.queued as f64);
+        per_function(w, "function_inFlight", |r| f64::from(r.in_flight));
+        per_function(w, "function_effective_concurrency", |r| {
             f64::from(r.effective)
         });
-        gauge(out, "function_target_inflight_per_pod", |r| {
+        per_function(w, "function_target_inflight_per_pod", |r| {
             f64::from(r.target)
         });
-        let name = "function_concurrency_controller_mode";
-        let _ = writeln!(out, "# HELP {name} ");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for row in &rows {
-            for mode in ConcurrencyControlMode::ALL {
-                let on = if mode == row.mode { 1.0 } else { 0.0 };
-                let _ = writeln!(
-                    out,
-                    "{name}{{function=\"{}\",mode=\"{}\"}} {}",
-                    row.function,
-                    mode.as_str(),
-                    format_float(on)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP sync_queue_depth ");
-        let _ = writeln!(out, "# TYPE sync_queue_depth gauge");
-        let _ = writeln!(out, "sync_queue_depth {}", format_float(sync_depth as f64));
+        let modes = rows.iter().flat_map(|r| {
+            ConcurrencyControlMode::ALL.into_iter().map(move |mode| {
+                let on = if mode == r.mode { 1.0 } else { 0.0 };
+                ([("function", &*r.function), ("mode", mode.as_str())], on)
+            })
+        });
+        w.gauge("function_concurrency_controller_mode", "", modes);
+        w.gauge("sync_queue_depth", "", [([], sync_depth as f64)]);
     }
 }
