@@ -89,6 +89,30 @@ async fn the_global_depth_limit_rejects_with_depth() {
 }
 
 #[tokio::test]
+async fn sync_queue_counters_die_with_the_function_and_restart_on_re_registration() {
+    let app = TestApp::with_env(&[SYNC]).await;
+    let admitted =
+        |scrape: &str| metric_value(scrape, "sync_queue_admitted_total", "function=\"echo\"");
+    app.local("echo").await;
+    for i in 0..2 {
+        assert_eq!(app.invoke("echo", json!({"input": i})).await.status(), 200);
+    }
+    assert_eq!(admitted(&app.scrape().await), Some(2.0));
+    let r = app
+        .client
+        .delete(format!("{}/v1/functions/echo", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let scrape = app.scrape().await;
+    assert!(!scrape.contains("sync_queue_admitted_total"), "{scrape}");
+    app.local("echo").await;
+    assert_eq!(app.invoke("echo", json!({"input": 3})).await.status(), 200);
+    assert_eq!(admitted(&app.scrape().await), Some(1.0));
+}
+
+#[tokio::test]
 async fn a_long_queue_wait_is_429_timeout() {
     // Admission off: this is about the queue-wait limit alone.
     let app = TestApp::with_env(&[

@@ -155,6 +155,8 @@ struct FunctionQueue {
     mode: ConcurrencyControlMode,
     target_per_pod: u32,
     rate: RateWindow,
+    /// Taken at registration, after metrics has seen it (listener order in `lib.rs`), so a
+    /// re-registered name counts into live series.
     sync_meters: Arc<SyncQueueMeters>,
 }
 
