@@ -222,31 +222,15 @@ impl Metrics {
     /// The meters of the function `name`, created on first use; a deleted name gets detached
     /// meters until it is registered again.
     pub fn function_meters(&self, name: &str) -> Arc<FunctionMetrics> {
-        let mut state = lock(&self.functions);
-        if let Some(m) = state.live.get(name) {
-            return m.clone();
-        }
-        if state.tombstoned.contains(name) {
-            return Arc::default();
-        }
-        let m = Arc::<FunctionMetrics>::default();
-        state.live.insert(name.to_owned(), m.clone());
-        m
+        let state = &mut *lock(&self.functions);
+        live_or_detached(&mut state.live, &state.tombstoned, name)
     }
 
     /// The sync-queue counters of `name`, created on first use; the queue keeps them as its
     /// handle. None of them is exported before it is first incremented.
     pub fn sync_queue(&self, name: &str) -> Arc<SyncQueueMeters> {
-        let mut state = lock(&self.functions);
-        if let Some(m) = state.sync_queue.get(name) {
-            return m.clone();
-        }
-        if state.tombstoned.contains(name) {
-            return Arc::default();
-        }
-        let m = Arc::<SyncQueueMeters>::default();
-        state.sync_queue.insert(name.to_owned(), m.clone());
-        m
+        let state = &mut *lock(&self.functions);
+        live_or_detached(&mut state.sync_queue, &state.tombstoned, name)
     }
 
     pub fn runtime_config_update(&self, status: &'static str) {
@@ -337,6 +321,23 @@ impl Metrics {
         state.sync_queue.remove(name);
         state.tombstoned.insert(name.to_owned());
     }
+}
+
+/// The meters of `name` in `live`, created on first use; a tombstoned name gets meters that no
+/// scrape lists.
+fn live_or_detached<T: Default>(
+    live: &mut HashMap<String, Arc<T>>,
+    tombstoned: &HashSet<String>,
+    name: &str,
+) -> Arc<T> {
+    if let Some(m) = live.get(name) {
+        return m.clone();
+    }
+    let m = Arc::<T>::default();
+    if !tombstoned.contains(name) {
+        live.insert(name.to_owned(), m.clone());
+    }
+    m
 }
 
 /// The meters of a map, by function name, as the scrape lists them.

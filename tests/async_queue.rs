@@ -4,19 +4,10 @@
 
 mod common;
 
-use common::{Stub, TestApp, eventually, metric_value};
+use common::{Stub, TestApp, enqueue, eventually, metric_value, status_of};
 use serde_json::{Value, json};
 
 const ASYNC: (&str, &str) = ("NANOFAAS_ASYNC_QUEUE_ENABLED", "true");
-
-async fn enqueue(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/functions/{name}:enqueue", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn enqueue_id(app: &TestApp, name: &str, input: Value) -> String {
     let r = enqueue(app, name, json!({"input": input})).await;
@@ -24,13 +15,6 @@ async fn enqueue_id(app: &TestApp, name: &str, input: Value) -> String {
     r.json::<Value>().await.unwrap()["executionId"]
         .as_str()
         .unwrap()
-        .to_owned()
-}
-
-async fn status_of(app: &TestApp, id: &str) -> String {
-    app.execution(id).await.1["status"]
-        .as_str()
-        .unwrap_or("")
         .to_owned()
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Stub, TestApp, eventually};
+use common::{Stub, TestApp, enqueue, eventually, status_of};
 use serde_json::{Value, json};
 
 const GOLDEN: &str = include_str!("golden/prometheus_scrape.txt");
@@ -49,22 +49,6 @@ fn normalise(scrape: &str) -> String {
     out.join("\n") + "\n"
 }
 
-async fn enqueue_id(app: &TestApp, name: &str, input: Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/functions/{name}:enqueue", app.base))
-        .json(&json!({ "input": input }))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn status_of(app: &TestApp, id: &str) -> String {
-    app.execution(id).await.1["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_representative_scrape_is_byte_for_byte_the_golden_text() {
     let app = TestApp::with_env(&[
@@ -96,7 +80,7 @@ async fn a_representative_scrape_is_byte_for_byte_the_golden_text() {
         );
     }
     // An async invocation, waited for.
-    let r = enqueue_id(&app, "scaled", json!("async")).await;
+    let r = enqueue(&app, "scaled", json!({"input": "async"})).await;
     assert_eq!(r.status(), 202);
     let id = r.json::<Value>().await.unwrap()["executionId"]
         .as_str()
@@ -120,19 +104,19 @@ async fn a_representative_scrape_is_byte_for_byte_the_golden_text() {
     )
     .await;
     for i in 0..2 {
-        assert_eq!(enqueue_id(&app, "stuck", json!(i)).await.status(), 202);
+        assert_eq!(
+            enqueue(&app, "stuck", json!({"input": i})).await.status(),
+            202
+        );
     }
-    assert_eq!(enqueue_id(&app, "stuck", json!(2)).await.status(), 429);
+    assert_eq!(
+        enqueue(&app, "stuck", json!({"input": 2})).await.status(),
+        429
+    );
     // A deleted function leaves no series behind.
     app.local("gone").await;
     app.invoke("gone", json!({"input": 1})).await;
-    let r = app
-        .client
-        .delete(format!("{}/v1/functions/gone", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    assert_eq!(app.delete_function("gone").await.status(), 204);
     // A callback for an unknown execution, a runtime-config update.
     app.callback("nope", Some(1), json!({"success": true, "output": 1}))
         .await;

@@ -98,13 +98,7 @@ async fn sync_queue_counters_die_with_the_function_and_restart_on_re_registratio
         assert_eq!(app.invoke("echo", json!({"input": i})).await.status(), 200);
     }
     assert_eq!(admitted(&app.scrape().await), Some(2.0));
-    let r = app
-        .client
-        .delete(format!("{}/v1/functions/echo", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    assert_eq!(app.delete_function("echo").await.status(), 204);
     let scrape = app.scrape().await;
     assert!(!scrape.contains("sync_queue_admitted_total"), "{scrape}");
     app.local("echo").await;

@@ -161,6 +161,14 @@ impl TestApp {
         }
     }
 
+    pub async fn delete_function(&self, name: &str) -> reqwest::Response {
+        self.client
+            .delete(format!("{}/v1/functions/{name}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn invoke(&self, name: &str, body: Value) -> reqwest::Response {
         self.invoke_request(name).json(&body).send().await.unwrap()
     }
@@ -228,6 +236,24 @@ impl TestApp {
             &format!("function=\"{function}\""),
         )
     }
+}
+
+/// `:enqueue` (the async-queue module).
+pub async fn enqueue(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/functions/{name}:enqueue", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `status` of an execution ("" when it has none).
+pub async fn status_of(app: &TestApp, id: &str) -> String {
+    app.execution(id).await.1["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Waits (bounded, 10 s) until `check` holds: for effects that land after an HTTP answer, such
