@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Offline schema validation of the Kubernetes manifests: every file in deploy/k8s/ and the
+# Offline schema validation of the Kubernetes manifests: every file in deploy/k8s/ (and the HA
+# variant in deploy/k8s/ha/) and the
 # objects the `k8s` deployment backend generates (written by `examples/k8s_manifests.rs`), checked
 # against the Kubernetes OpenAPI schemas bundled in the PyPI package `kubernetes-validate`
 # (strict: unknown fields are errors). The only network use is the one-time `pip install` into
@@ -27,7 +28,7 @@ trap 'rm -rf "$generated"' EXIT
 cargo run --quiet --locked --example k8s_manifests -- "$generated" >/dev/null
 
 shopt -s nullglob
-checked_in=(deploy/k8s/*.yaml deploy/k8s/*.yml deploy/k8s/*.json)
+checked_in=(deploy/k8s/*.yaml deploy/k8s/*.yml deploy/k8s/*.json deploy/k8s/ha/*.yaml)
 produced=("$generated"/*.json)
 if [ ${#checked_in[@]} -eq 0 ] || [ ${#produced[@]} -eq 0 ]; then
   echo "nothing to validate: ${#checked_in[@]} files in deploy/k8s/, ${#produced[@]} generated" >&2
