@@ -149,11 +149,31 @@ pub struct ContainerLocalConfig {
     pub instance: String,
 }
 
+/// How the two listeners treat connections (src/server/): timeouts and connection caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// A request head (or a new connection's first one) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this once the server waits for it.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout: Duration,
+    /// Concurrent connections on the API port; `None` = derived from the file-descriptor limit.
+    pub api_max_connections: Option<usize>,
+    /// Concurrent connections on the management port.
+    pub management_max_connections: usize,
+}
+
 /// The whole configuration, resolved and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `server.address`: the API port's bind address (Spring's key).
+    pub server_address: String,
     pub server_port: u16,
+    /// `management.server.address`: the management port's bind address.
+    pub management_address: String,
     pub management_port: u16,
+    pub listener: ListenerConfig,
     pub defaults: FunctionDefaults,
     pub rate_max_per_second: u64,
     pub execution_store: ExecutionStoreConfig,
@@ -190,8 +210,27 @@ impl Config {
         let r = Reader { lookup: &lookup };
         let sync_queue_enabled = r.bool("sync-queue.enabled", false)?;
         let config = Config {
+            server_address: r.address("server.address")?,
             server_port: r.port("server.port", 8080)?,
+            management_address: r.address("management.server.address")?,
             management_port: r.port("management.server.port", 8081)?,
+            listener: ListenerConfig {
+                header_read_timeout: r
+                    .positive_duration("nanofaas.http.header-read-timeout", secs(10))?,
+                body_read_timeout: r
+                    .positive_duration("nanofaas.http.body-read-timeout", secs(30))?,
+                idle_timeout: r.positive_duration("nanofaas.http.idle-timeout", secs(60))?,
+                api_max_connections: match r.int("nanofaas.http.max-connections", 0, 0, 1 << 24)? {
+                    0 => None,
+                    n => Some(n as usize),
+                },
+                management_max_connections: r.int(
+                    "nanofaas.http.management-max-connections",
+                    64,
+                    1,
+                    1 << 24,
+                )? as usize,
+            },
             defaults: FunctionDefaults {
                 timeout_ms: r.int(
                     "nanofaas.defaults.timeoutMs",
@@ -324,6 +363,10 @@ impl Config {
     }
 }
 
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 fn mins(n: u64) -> Duration {
     Duration::from_secs(n * 60)
 }
@@ -447,6 +490,29 @@ impl Reader<'_> {
                 Ok(_) => Err(Self::fail(name, value, format!("expected at most {max}"))),
                 Err(_) => Err(Self::fail(name, value, "expected an integer")),
             },
+        }
+    }
+
+    /// A bind address: an IP literal or a host name; unset or blank = every interface.
+    fn address(&self, key: &str) -> Result<String, ConfigError> {
+        let Some((name, value)) = self.raw(key) else {
+            return Ok("0.0.0.0".to_owned());
+        };
+        let v = value.trim().trim_start_matches('[').trim_end_matches(']');
+        if v.is_empty() {
+            return Ok("0.0.0.0".to_owned());
+        }
+        let is_name = v
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if v.parse::<IpAddr>().is_ok() || is_name {
+            Ok(v.to_owned())
+        } else {
+            Err(Self::fail(
+                name,
+                value,
+                "expected an IP address or a host name",
+            ))
         }
     }
 
@@ -670,6 +736,31 @@ mod tests {
                 "NANOFAAS_ADMIN_RUNTIMECONFIG_ENABLED"
             ]
         );
+    }
+
+    #[test]
+    fn bind_addresses_and_listener_limits() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.server_address.as_str(), c.management_address.as_str()),
+            ("0.0.0.0", "0.0.0.0")
+        );
+        assert_eq!(c.listener.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.listener.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.listener.api_max_connections, None);
+        let c = config(&[
+            ("SERVER_ADDRESS", "127.0.0.1"),
+            ("MANAGEMENT_SERVER_ADDRESS", "[::1]"),
+            ("NANOFAAS_HTTP_MAXCONNECTIONS", "32"),
+            ("NANOFAAS_HTTP_HEADER_READ_TIMEOUT", "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.server_address, "127.0.0.1");
+        assert_eq!(c.management_address, "::1");
+        assert_eq!(c.listener.api_max_connections, Some(32));
+        assert_eq!(c.listener.header_read_timeout, Duration::from_millis(250));
+        let err = config(&[("SERVER_ADDRESS", "not an/address")]).unwrap_err();
+        assert_eq!(err.variable, "SERVER_ADDRESS");
     }
 
     #[test]

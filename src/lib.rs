@@ -151,19 +151,19 @@ impl App {
         })
     }
 
-    /// Binds both ports from the configuration (`0` picks a free port).
-    pub async fn bind(self, host: &str) -> anyhow::Result<BoundApp> {
-        let api = TcpListener::bind((host, self.state.config.server_port))
+    /// Binds both ports at their configured addresses (port `0` picks a free port).
+    pub async fn bind(self) -> anyhow::Result<BoundApp> {
+        let config = &self.state.config;
+        let (api_at, management_at) = (
+            (config.server_address.as_str(), config.server_port),
+            (config.management_address.as_str(), config.management_port),
+        );
+        let api = TcpListener::bind(api_at)
             .await
-            .with_context(|| format!("binding the API port {}", self.state.config.server_port))?;
-        let management = TcpListener::bind((host, self.state.config.management_port))
+            .with_context(|| format!("binding the API port {api_at:?}"))?;
+        let management = TcpListener::bind(management_at)
             .await
-            .with_context(|| {
-                format!(
-                    "binding the management port {}",
-                    self.state.config.management_port
-                )
-            })?;
+            .with_context(|| format!("binding the management port {management_at:?}"))?;
         Ok(BoundApp {
             api_addr: api.local_addr()?,
             management_addr: management.local_addr()?,

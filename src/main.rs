@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     let (api_port, management_port) = (config.server_port, config.management_port);
     let shutdown = shutdown_signal();
     let run = async move {
-        let bound = App::build(config)?.bind("0.0.0.0").await?;
+        let bound = App::build(config)?.bind().await?;
         tracing::info!(
             api = %bound.api_addr,
             management = %bound.management_addr,
