@@ -95,3 +95,75 @@ async fn each_port_binds_its_configured_address() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+async fn expect_bad_request(r: reqwest::Response) -> Value {
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "BAD_REQUEST", "{body}");
+    body
+}
+
+#[tokio::test]
+async fn json_deeper_than_1000_levels_or_numbers_longer_than_1000_digits_are_refused() {
+    let app = TestApp::spawn().await;
+    app.local("echo").await;
+    let nested = |levels: usize| {
+        format!(
+            "{{\"input\":{}7{}}}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    // The request object is level 1: 999 arrays inside it make 1000 levels, Jackson's limit.
+    let r = app.post_raw("/v1/functions/echo:invoke", nested(999)).await;
+    assert_eq!(r.status(), 200);
+    // Read as text: serde_json's own reader stops at 128 levels.
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&format!(
+        "\"status\":\"success\",\"output\":{}7",
+        "[".repeat(999)
+    )));
+    let body = expect_bad_request(
+        app.post_raw("/v1/functions/echo:invoke", nested(1000))
+            .await,
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("nesting depth"),
+        "{body}"
+    );
+    expect_bad_request(
+        app.post_raw("/v1/functions/echo:invoke", nested(100_000))
+            .await,
+    )
+    .await;
+
+    let number = |digits: usize| format!("{{\"input\":{}}}", "1".repeat(digits));
+    let r = app
+        .post_raw("/v1/functions/echo:invoke", number(1000))
+        .await;
+    assert_eq!(r.status(), 200);
+    expect_bad_request(
+        app.post_raw("/v1/functions/echo:invoke", number(1001))
+            .await,
+    )
+    .await;
+    // The same rule for every body: registration and runtime callbacks.
+    let deep_spec = format!(
+        "{{\"name\":\"deep\",\"image\":\"i\",\"env\":{}{}}}",
+        "[".repeat(2000),
+        "]".repeat(2000)
+    );
+    expect_bad_request(app.post_raw("/v1/functions", deep_spec).await).await;
+    let deep_callback = format!(
+        "{{\"success\":true,\"output\":{}{}}}",
+        "[".repeat(2000),
+        "]".repeat(2000)
+    );
+    expect_bad_request(
+        app.post_raw("/v1/internal/executions/some-id:complete", deep_callback)
+            .await,
+    )
+    .await;
+}
