@@ -17,6 +17,7 @@ pub mod model;
 pub mod queue;
 pub mod registry;
 pub mod runtime_config;
+pub mod server;
 pub mod support;
 
 use std::future::Future;
@@ -226,16 +227,18 @@ impl BoundApp {
         let stop_rest = CancellationToken::new();
 
         let janitor = tokio::spawn(run_janitor(state.clone(), stop_rest.clone()));
-        let api_server = tokio::spawn(
-            axum::serve(api, app.api)
-                .with_graceful_shutdown(stop_api.clone().cancelled_owned())
-                .into_future(),
-        );
-        let management_server = tokio::spawn(
-            axum::serve(management, app.management)
-                .with_graceful_shutdown(stop_rest.clone().cancelled_owned())
-                .into_future(),
-        );
+        let api_server = tokio::spawn(server::serve(
+            api,
+            app.api,
+            server::Limits::api(&state.config),
+            stop_api.clone(),
+        ));
+        let management_server = tokio::spawn(server::serve(
+            management,
+            app.management,
+            server::Limits::management(&state.config),
+            stop_rest.clone(),
+        ));
         for provider in state.registry.providers().all() {
             provider.start().await;
         }

@@ -32,6 +32,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything opens sockets: the connection caps are derived from this limit.
+    match nanofaas_control_plane::server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let (api_port, management_port) = (config.server_port, config.management_port);
     let shutdown = shutdown_signal();
     let run = async move {

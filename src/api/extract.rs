@@ -104,12 +104,26 @@ fn within_jackson_limits(bytes: &[u8]) -> Result<(), ApiError> {
 
 pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if caused_by_body_timeout(&e) {
+            ApiError::BodyReadTimeout
+        } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("Request body is too large".to_owned())
         } else {
             ApiError::BadRequest(format!("Failed to read request body: {}", e.body_text()))
         }
     })
+}
+
+/// Whether reading the body failed because the listener's body read timeout passed.
+fn caused_by_body_timeout(e: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<crate::server::BodyReadTimeout>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -93,7 +93,15 @@ pub async fn function_action(
     match split_action(&segment) {
         Some((name, "invoke")) => invoke(state, name, &headers, body).await,
         Some((name, "enqueue")) => enqueue(state, name, &headers, body).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        // POST serves only the actions; the path itself is a function's (GET, DELETE).
+        _ => {
+            let mut response = ApiError::MethodNotAllowed.into_response();
+            response.headers_mut().insert(
+                axum::http::header::ALLOW,
+                HeaderValue::from_static("GET,HEAD,DELETE"),
+            );
+            Ok(response)
+        }
     }
 }
 
