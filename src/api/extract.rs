@@ -61,6 +61,10 @@ const MAX_NUMBER_LENGTH: usize = 1000;
 /// a runtime would then choke on them. One pass over the bytes, before serde reads them; a
 /// malformed body is left for serde to describe.
 fn within_jackson_limits(bytes: &[u8]) -> Result<(), ApiError> {
+    // Exceeding either limit takes more than 1000 bytes: the usual small body is not scanned.
+    if bytes.len() <= MAX_NESTING_DEPTH.min(MAX_NUMBER_LENGTH) {
+        return Ok(());
+    }
     let (mut depth, mut number_len) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in bytes {

@@ -1,13 +1,14 @@
 //! One accepted connection: hyper's HTTP/1 server over a socket wrapper that notes when a request
 //! head starts arriving, a service that counts requests in progress and bounds body reads, and a
-//! single timer per connection that closes it when a head, or an idle keep-alive, takes too long.
+//! watcher task with one timer that closes the connection when a head, or an idle keep-alive,
+//! takes too long, and drains it at shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse;
+use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -110,35 +112,90 @@ pub(super) async fn serve(
     };
     let conn = http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
+    let control = Arc::new(Control::default());
+    // The timer and the shutdown signal live in a task of their own, so that the many wake-ups
+    // of a busy connection cost one atomic load here rather than polls of both.
+    let watcher = tokio::spawn(watch(activity, limits, stop, control.clone()));
+    let (mut seen, mut registered) = (RUN, false);
+    std::future::poll_fn(|cx| {
+        if !registered {
+            control.waker.register(cx.waker());
+            registered = true;
+        }
+        loop {
+            let state = control.state.load(Ordering::Acquire);
+            if state == seen {
+                break;
+            }
+            seen = state;
+            // `wake` took the registration: renew it before looking at the state again.
+            control.waker.register(cx.waker());
+            match state {
+                CLOSE => return Poll::Ready(()),
+                // Closes an idle keep-alive connection at once and ends the others after
+                // their current request.
+                DRAIN => conn.as_mut().graceful_shutdown(),
+                _ => {}
+            }
+        }
+        conn.as_mut().poll(cx).map(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        })
+    })
+    .await;
+    watcher.abort();
+}
+
+const RUN: u8 = 0;
+const DRAIN: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// What the watcher tells the connection: keep running, drain, or close now.
+#[derive(Default)]
+struct Control {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Control {
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Closes the connection when a head or an idle keep-alive takes too long, and drains it at
+/// shutdown (a connection with no request in progress closes after a short linger).
+async fn watch(
+    activity: Arc<Activity>,
+    limits: Arc<Limits>,
+    stop: CancellationToken,
+    control: Arc<Control>,
+) {
     let timer = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(timer);
     let mut drain_deadline: Option<Instant> = None;
     let mut draining = false;
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
             () = stop.cancelled(), if !draining => {
                 draining = true;
-                // Closes an idle keep-alive connection at once and ends the others after their
-                // current request.
-                conn.as_mut().graceful_shutdown();
+                control.set(DRAIN);
                 if activity.idle() {
                     let deadline = Instant::now() + DRAIN_LINGER;
                     drain_deadline = Some(deadline);
                     timer.as_mut().reset(deadline);
                 }
             }
-            () = &mut timer => {
-                match next_check(&activity, &limits, drain_deadline) {
-                    Some(at) => timer.as_mut().reset(at),
-                    None => return,
+            () = &mut timer => match next_check(&activity, &limits, drain_deadline) {
+                Some(at) => timer.as_mut().reset(at),
+                None => {
+                    control.set(CLOSE);
+                    return;
                 }
-            }
+            },
         }
     }
 }
