@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::Limits;
 use super::parse_error::ParseErrorRewrite;
@@ -115,7 +116,9 @@ pub(super) async fn serve(
     let control = Arc::new(Control::default());
     // The timer and the shutdown signal live in a task of their own, so that the many wake-ups
     // of a busy connection cost one atomic load here rather than polls of both.
-    let watcher = tokio::spawn(watch(activity, limits, stop, control.clone()));
+    // Aborted when this connection ends, however it ends.
+    let _watcher =
+        AbortOnDropHandle::new(tokio::spawn(watch(activity, limits, stop, control.clone())));
     let (mut seen, mut registered) = (RUN, false);
     std::future::poll_fn(|cx| {
         if !registered {
@@ -145,7 +148,6 @@ pub(super) async fn serve(
         })
     })
     .await;
-    watcher.abort();
 }
 
 const RUN: u8 = 0;
