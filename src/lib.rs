@@ -18,6 +18,7 @@ pub mod model;
 pub mod queue;
 pub mod registry;
 pub mod runtime_config;
+pub mod server;
 pub mod support;
 
 use std::future::Future;
@@ -145,19 +146,19 @@ impl App {
         })
     }
 
-    /// Binds both ports from the configuration (`0` picks a free port).
-    pub async fn bind(self, host: &str) -> anyhow::Result<BoundApp> {
-        let api = TcpListener::bind((host, self.state.config.server_port))
+    /// Binds both ports at their configured addresses (port `0` picks a free port).
+    pub async fn bind(self) -> anyhow::Result<BoundApp> {
+        let config = &self.state.config;
+        let (api_at, management_at) = (
+            (config.server_address.as_str(), config.server_port),
+            (config.management_address.as_str(), config.management_port),
+        );
+        let api = TcpListener::bind(api_at)
             .await
-            .with_context(|| format!("binding the API port {}", self.state.config.server_port))?;
-        let management = TcpListener::bind((host, self.state.config.management_port))
+            .with_context(|| format!("binding the API port {api_at:?}"))?;
+        let management = TcpListener::bind(management_at)
             .await
-            .with_context(|| {
-                format!(
-                    "binding the management port {}",
-                    self.state.config.management_port
-                )
-            })?;
+            .with_context(|| format!("binding the management port {management_at:?}"))?;
         Ok(BoundApp {
             api_addr: api.local_addr()?,
             management_addr: management.local_addr()?,
@@ -220,16 +221,18 @@ impl BoundApp {
         let stop_rest = CancellationToken::new();
 
         let janitor = tokio::spawn(run_janitor(state.clone(), stop_rest.clone()));
-        let api_server = tokio::spawn(
-            axum::serve(api, app.api)
-                .with_graceful_shutdown(stop_api.clone().cancelled_owned())
-                .into_future(),
-        );
-        let management_server = tokio::spawn(
-            axum::serve(management, app.management)
-                .with_graceful_shutdown(stop_rest.clone().cancelled_owned())
-                .into_future(),
-        );
+        let api_server = tokio::spawn(server::serve(
+            api,
+            app.api,
+            server::Limits::api(&state.config),
+            stop_api.clone(),
+        ));
+        let management_server = tokio::spawn(server::serve(
+            management,
+            app.management,
+            server::Limits::management(&state.config),
+            stop_rest.clone(),
+        ));
         for provider in state.registry.providers().all() {
             provider.start().await;
         }

@@ -32,10 +32,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything opens sockets: the connection caps are derived from this limit.
+    match nanofaas_control_plane::server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let (api_port, management_port) = (config.server_port, config.management_port);
     let shutdown = shutdown_signal();
     let run = async move {
-        let bound = App::build(config)?.bind("0.0.0.0").await?;
+        let bound = App::build(config)?.bind().await?;
         tracing::info!(
             api = %bound.api_addr,
             management = %bound.management_addr,

@@ -23,6 +23,14 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("Method not allowed")]
     MethodNotAllowed,
+    /// Answered for hyper's parser (src/server/parse_error.rs), which reaches no handler.
+    #[error("Request URI is too long")]
+    UriTooLong,
+    #[error("Request header fields are too large")]
+    HeadersTooLarge,
+    /// The request body did not arrive within the body read timeout.
+    #[error("The request body did not arrive in time")]
+    BodyReadTimeout,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -70,6 +78,9 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -95,6 +106,9 @@ impl ApiError {
             // Errors the Java service left to Spring carry Spring's `"<code> <REASON>"` (§1.4).
             ApiError::RouteNotFound(_) => "404 NOT_FOUND",
             ApiError::MethodNotAllowed => "405 METHOD_NOT_ALLOWED",
+            ApiError::UriTooLong => "414 URI_TOO_LONG",
+            ApiError::HeadersTooLarge => "431 REQUEST_HEADER_FIELDS_TOO_LARGE",
+            ApiError::BodyReadTimeout => "408 REQUEST_TIMEOUT",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "415 UNSUPPORTED_MEDIA_TYPE",
@@ -124,9 +138,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let details = match &self {
+impl ApiError {
+    /// The JSON body: `{"error", "message"}`, with `details` for validation errors.
+    pub fn body(&self) -> Vec<u8> {
+        let details = match self {
             ApiError::Validation(d) => Some(d.as_slice()),
             _ => None,
         };
@@ -135,9 +150,15 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             details,
         };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| {
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
             br#"{"error":"INTERNAL_ERROR","message":"An unexpected error occurred"}"#.to_vec()
-        });
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let json = self.body();
         let mut response = (
             self.status(),
             [(

@@ -42,21 +42,92 @@ pub fn json_body<T: DeserializeOwned>(
 pub fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => Err(ApiError::BadRequest("No request body".to_owned())),
-        Some(b'{') => serde_json::from_slice(bytes).map_err(json_error),
+        Some(b'{') => {
+            within_jackson_limits(bytes)?;
+            serde_json::from_slice(bytes).map_err(json_error)
+        }
         Some(_) => Err(ApiError::BadRequest(
             "Request body must be a JSON object".to_owned(),
         )),
     }
 }
 
+/// Jackson's `StreamReadConstraints` defaults, which the Java service applied to every body.
+const MAX_NESTING_DEPTH: usize = 1000;
+const MAX_NUMBER_LENGTH: usize = 1000;
+
+/// Refuses a body nested deeper than 1000 levels or holding a number of more than 1000
+/// characters, as Jackson did; serde_json keeps raw values (`input`, `output`) at any depth and
+/// a runtime would then choke on them. One pass over the bytes, before serde reads them; a
+/// malformed body is left for serde to describe.
+fn within_jackson_limits(bytes: &[u8]) -> Result<(), ApiError> {
+    // Exceeding either limit takes more than 1000 bytes: the usual small body is not scanned.
+    if bytes.len() <= MAX_NESTING_DEPTH.min(MAX_NUMBER_LENGTH) {
+        return Ok(());
+    }
+    let (mut depth, mut number_len) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' => {
+                number_len += 1;
+                if number_len > MAX_NUMBER_LENGTH {
+                    return Err(ApiError::BadRequest(format!(
+                        "Malformed JSON: number value length exceeds the maximum allowed \
+                         ({MAX_NUMBER_LENGTH})"
+                    )));
+                }
+                continue;
+            }
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING_DEPTH {
+                    return Err(ApiError::BadRequest(format!(
+                        "Malformed JSON: document nesting depth ({depth}) exceeds the maximum \
+                         allowed ({MAX_NESTING_DEPTH})"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        number_len = 0;
+    }
+    Ok(())
+}
+
 pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if caused_by_body_timeout(&e) {
+            ApiError::BodyReadTimeout
+        } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("Request body is too large".to_owned())
         } else {
             ApiError::BadRequest(format!("Failed to read request body: {}", e.body_text()))
         }
     })
+}
+
+/// Whether reading the body failed because the listener's body read timeout passed.
+fn caused_by_body_timeout(e: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<BodyReadTimeout>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -159,8 +230,30 @@ pub fn attempt_header(headers: &HeaderMap) -> Option<u32> {
         .filter(|n| *n > 0)
 }
 
+/// The request body did not arrive within `NANOFAAS_HTTP_BODY_READ_TIMEOUT`: the listener's
+/// body reader fails with this, and body extraction answers 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyReadTimeout;
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jackson_limits_on_depth_and_number_length() {
+        let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        // The object itself is level 1.
+        assert!(super::within_jackson_limits(nested(999).as_bytes()).is_ok());
+        assert!(super::within_jackson_limits(nested(1000).as_bytes()).is_err());
+        // Brackets inside strings are text.
+        let text = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(5000), "{".repeat(5000));
+        assert!(super::within_jackson_limits(text.as_bytes()).is_ok());
+        let number = |n: usize| format!("{{\"a\":-{}}}", "9".repeat(n));
+        assert!(super::within_jackson_limits(number(999).as_bytes()).is_ok());
+        assert!(super::within_jackson_limits(number(1000).as_bytes()).is_err());
+        let digits_in_string = format!("{{\"a\":\"{}\"}}", "9".repeat(5000));
+        assert!(super::within_jackson_limits(digits_in_string.as_bytes()).is_ok());
+    }
+
     #[test]
     fn serde_messages_lose_rust_type_names() {
         assert_eq!(

@@ -93,7 +93,15 @@ pub async fn function_action(
     let (name, sync) = match split_action(&segment) {
         Some((name, "invoke")) => (name, true),
         Some((name, "enqueue")) => (name, false),
-        _ => return Err(ApiError::MethodNotAllowed),
+        // POST serves only the actions; the path itself is a function's (GET, DELETE).
+        _ => {
+            let mut response = ApiError::MethodNotAllowed.into_response();
+            response.headers_mut().insert(
+                axum::http::header::ALLOW,
+                HeaderValue::from_static("GET,HEAD,DELETE"),
+            );
+            return Ok(response);
+        }
     };
     let input = invoke_input(name, &headers, body)?;
     if sync {

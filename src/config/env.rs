@@ -143,6 +143,29 @@ impl Reader<'_> {
         }
     }
 
+    /// A bind address: an IP literal or a host name; unset or blank = every interface.
+    pub(super) fn address(&self, key: &str) -> Result<String, ConfigError> {
+        let Some((name, value)) = self.raw(key) else {
+            return Ok("0.0.0.0".to_owned());
+        };
+        let v = value.trim().trim_start_matches('[').trim_end_matches(']');
+        if v.is_empty() {
+            return Ok("0.0.0.0".to_owned());
+        }
+        let is_name = v
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if v.parse::<std::net::IpAddr>().is_ok() || is_name {
+            Ok(v.to_owned())
+        } else {
+            Err(Self::fail(
+                name,
+                value,
+                "expected an IP address or a host name",
+            ))
+        }
+    }
+
     pub(super) fn port(&self, key: &str, default: u16) -> Result<u16, ConfigError> {
         Ok(self.int(key, u64::from(default), 0, 65535)? as u16)
     }

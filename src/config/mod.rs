@@ -157,11 +157,31 @@ pub struct ContainerLocalConfig {
     pub instance: String,
 }
 
+/// How the two listeners treat connections (src/server/): timeouts and connection caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// A request head (or a new connection's first one) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this once the server waits for it.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout: Duration,
+    /// Concurrent connections on the API port; `None` = derived from the file-descriptor limit.
+    pub api_max_connections: Option<usize>,
+    /// Concurrent connections on the management port.
+    pub management_max_connections: usize,
+}
+
 /// The whole configuration, resolved and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `server.address`: the API port's bind address (Spring's key).
+    pub server_address: String,
     pub server_port: u16,
+    /// `management.server.address`: the management port's bind address.
+    pub management_address: String,
     pub management_port: u16,
+    pub listener: ListenerConfig,
     pub defaults: FunctionDefaults,
     pub rate_max_per_second: u64,
     pub execution_store: ExecutionStoreConfig,
@@ -198,8 +218,27 @@ impl Config {
         let r = Reader { lookup: &lookup };
         let sync_queue_enabled = r.bool("sync-queue.enabled", false)?;
         let config = Config {
+            server_address: r.address("server.address")?,
             server_port: r.port("server.port", 8080)?,
+            management_address: r.address("management.server.address")?,
             management_port: r.port("management.server.port", 8081)?,
+            listener: ListenerConfig {
+                header_read_timeout: r
+                    .positive_duration("nanofaas.http.header-read-timeout", secs(10))?,
+                body_read_timeout: r
+                    .positive_duration("nanofaas.http.body-read-timeout", secs(30))?,
+                idle_timeout: r.positive_duration("nanofaas.http.idle-timeout", secs(60))?,
+                api_max_connections: match r.int("nanofaas.http.max-connections", 0, 0, 1 << 24)? {
+                    0 => None,
+                    n => Some(n as usize),
+                },
+                management_max_connections: r.int(
+                    "nanofaas.http.management-max-connections",
+                    64,
+                    1,
+                    1 << 24,
+                )? as usize,
+            },
             defaults: FunctionDefaults {
                 timeout_ms: r.int("nanofaas.defaults.timeoutMs", 30_000, 1, MAX_TIMEOUT_MS)?,
                 concurrency: r.int("nanofaas.defaults.concurrency", 4, 1, MAX_CONCURRENCY)? as u32,
@@ -325,6 +364,10 @@ impl Config {
         };
         Ok(config)
     }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 fn mins(n: u64) -> Duration {

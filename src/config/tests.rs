@@ -252,3 +252,28 @@ fn kubernetes_namespace_and_callback_url_fall_back_in_order() {
     );
     assert_eq!(c.k8s.image_pull_policy, "IfNotPresent");
 }
+
+#[test]
+fn bind_addresses_and_listener_limits() {
+    let c = config(&[]).unwrap();
+    assert_eq!(
+        (c.server_address.as_str(), c.management_address.as_str()),
+        ("0.0.0.0", "0.0.0.0")
+    );
+    assert_eq!(c.listener.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.listener.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.listener.api_max_connections, None);
+    let c = config(&[
+        ("SERVER_ADDRESS", "127.0.0.1"),
+        ("MANAGEMENT_SERVER_ADDRESS", "[::1]"),
+        ("NANOFAAS_HTTP_MAXCONNECTIONS", "32"),
+        ("NANOFAAS_HTTP_HEADER_READ_TIMEOUT", "250ms"),
+    ])
+    .unwrap();
+    assert_eq!(c.server_address, "127.0.0.1");
+    assert_eq!(c.management_address, "::1");
+    assert_eq!(c.listener.api_max_connections, Some(32));
+    assert_eq!(c.listener.header_read_timeout, Duration::from_millis(250));
+    let err = config(&[("SERVER_ADDRESS", "not an/address")]).unwrap_err();
+    assert_eq!(err.variable, "SERVER_ADDRESS");
+}

@@ -43,6 +43,9 @@ impl Dispatcher {
             .tcp_nodelay(true)
             // Runtimes are reached directly, as the Java WebClient does; never via HTTP(S)_PROXY.
             .no_proxy()
+            // A 3xx is the runtime's answer, a POOL_ERROR (REFERENCE §6.2), as with Java's
+            // WebClient: following it would let a runtime send us to any address.
+            .redirect(reqwest::redirect::Policy::none())
             // Pure-Rust DNS: static binaries (FROM scratch images) have no glibc NSS modules.
             .hickory_dns(true)
             .user_agent(concat!(

@@ -33,7 +33,9 @@ impl TestApp {
 
     pub async fn with_env(env: &[(&str, &str)]) -> TestApp {
         let mut vars: HashMap<String, String> = HashMap::from([
+            ("SERVER_ADDRESS".into(), "127.0.0.1".into()),
             ("SERVER_PORT".into(), "0".into()),
+            ("MANAGEMENT_SERVER_ADDRESS".into(), "127.0.0.1".into()),
             ("MANAGEMENT_SERVER_PORT".into(), "0".into()),
             ("NANOFAAS_SHUTDOWN_GRACE_PERIOD".into(), "5s".into()),
         ]);
@@ -43,7 +45,7 @@ impl TestApp {
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("valid test config");
         let bound = App::build(config)
             .expect("app builds")
-            .bind("127.0.0.1")
+            .bind()
             .await
             .expect("binds");
         let base = format!("http://{}", bound.api_addr);
