@@ -17,6 +17,7 @@ pub mod model;
 pub mod queue;
 pub mod registry;
 pub mod runtime_config;
+pub mod state;
 pub mod support;
 
 use std::future::Future;
