@@ -173,7 +173,11 @@ async fn load_snapshot(kv: &kv::Store) -> Result<Snapshot, FunctionStoreError> {
     if kv.status().await.map_err(|e| unavailable(&e))?.values() == 0 {
         return Ok(snapshot);
     }
-    let mut watch = kv.watch_all().await.map_err(|e| unavailable(&e))?;
+    // "With history" is last-per-subject delivery; `watch_all` would deliver only new writes.
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| unavailable(&e))?;
     loop {
         let entry = match tokio::time::timeout(SNAPSHOT_IDLE, watch.next()).await {
             Ok(Some(Ok(entry))) => entry,
