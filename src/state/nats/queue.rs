@@ -301,8 +301,8 @@ impl InvocationQueue {
     }
 
     /// Pulls the function's deliveries into `sink` until `stop` is cancelled or the function's
-    /// queue is removed. Survives connection losses and broker restarts: a broken pull is
-    /// re-opened after a short pause.
+    /// queue is removed. Survives connection losses and broker restarts: the client re-issues
+    /// its pull request on reconnect, and a pull that breaks anyway is re-opened after a pause.
     pub fn spawn_pull_loop(
         &self,
         function: &str,
