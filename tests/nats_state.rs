@@ -199,6 +199,7 @@ async fn watch_sees_other_clients_and_survives_a_broker_restart() {
     )
     .await;
     server.restart().await;
+    let back = Instant::now();
     let mut writer_state = writer_conn.reporter();
     assert!(writer_state.wait_connected(Duration::from_secs(15)).await);
     let mut expected = Vec::new();
@@ -218,6 +219,10 @@ async fn watch_sees_other_clients_and_survives_a_broker_restart() {
         }
     }
     assert_eq!(seen, expected, "lost or reordered changes: {seen:?}");
+    println!(
+        "MEASURE watch caught up after the broker restart: {:?}",
+        back.elapsed()
+    );
     assert!(reader_conn.reporter().reconnects() >= 1);
     stop.cancel();
     assert_eq!(watch.next().await, None);
@@ -427,7 +432,7 @@ async fn an_unacked_delivery_returns_after_ack_wait_and_a_nak_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_stored_or_acked_is_lost_across_a_broker_sigkill() {
+async fn nothing_stored_is_lost_across_a_broker_sigkill() {
     let mut server = NatsServer::start().await;
     let conn = connect(&server).await;
     let queue = InvocationQueue::new(&conn, placement());
@@ -442,11 +447,11 @@ async fn nothing_stored_or_acked_is_lost_across_a_broker_sigkill() {
         queue.publish("durable", &id, Bytes::new()).await.unwrap();
         accepted.insert(id);
     }
-    // One pull loop runs through the whole outage and acks what it gets. A broker SIGKILL loses
-    // the acks of its last moments (JetStream persists consumer acks and work-queue removals
-    // lazily, even with sync_interval: always): those executions come back although their ack
-    // was confirmed. So the dispatcher must skip a delivery whose execution record is already
-    // terminal; here they are counted, and nothing stored may be missing.
+    // One pull loop runs through the whole outage and acks what it gets. After a broker SIGKILL,
+    // up to max_ack_pending messages whose acks were confirmed come back, for a few ack_waits
+    // (docs/ha.md, "A broker crash can redeliver acked messages"). So the dispatcher must skip a
+    // delivery whose execution record is already terminal; here they are counted, and nothing
+    // stored may be missing.
     let (sink, mut rx) = channel_sink();
     let stop = CancellationToken::new();
     let task = queue.spawn_pull_loop("durable", sink, stop.clone());
@@ -484,6 +489,7 @@ async fn nothing_stored_or_acked_is_lost_across_a_broker_sigkill() {
     server.kill();
     let acked_at_kill = acked.lock().unwrap().len();
     server.restart().await;
+    let back = Instant::now();
     let mut state = conn.reporter();
     assert!(state.wait_connected(Duration::from_secs(15)).await);
     eventually(
@@ -492,6 +498,10 @@ async fn nothing_stored_or_acked_is_lost_across_a_broker_sigkill() {
         async || acked.lock().unwrap().len() >= N,
     )
     .await;
+    println!(
+        "MEASURE pull loop drained the rest after the broker restart: {:?}",
+        back.elapsed()
+    );
     stop.cancel();
     task.await.unwrap();
     consumer.await.unwrap();
@@ -508,8 +518,12 @@ async fn nothing_stored_or_acked_is_lost_across_a_broker_sigkill() {
         failed_acks.load(Ordering::SeqCst)
     );
     assert_eq!(lost, 0);
-    // Only acks of the last moments before the kill may come back, never an older one.
-    assert!(redelivered.len() <= acked_at_kill);
+    // Bounded: a few rounds of at most max_ack_pending (50), never the whole backlog.
+    assert!(
+        redelivered.len() <= 4 * 50,
+        "{} redelivered",
+        redelivered.len()
+    );
     let depth = queue.depth("durable").await.unwrap();
     assert_eq!((depth.pending, depth.in_flight), (0, 0));
 }
@@ -886,7 +900,12 @@ async fn connection_state_follows_the_broker_and_start_up_is_bounded() {
     ));
     assert!(t.elapsed() < Duration::from_millis(100));
     server.restart().await;
+    let t = Instant::now();
     assert!(reporter.wait_connected(Duration::from_secs(15)).await);
+    println!(
+        "MEASURE client reconnect after the broker is back: {:?}",
+        t.elapsed()
+    );
     assert_eq!(reporter.reconnects(), 1);
     assert!(reporter.disconnects() >= 1);
 }

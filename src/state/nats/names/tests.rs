@@ -32,13 +32,11 @@ fn prefixes_are_checked() {
 
 #[test]
 fn foreign_strings_do_not_decode() {
-    for bad in ["a.b", "_", "_2", "_zz", "_2e", "a b"] {
-        if bad == "_" {
-            assert_eq!(decode_token(bad), Some(String::new()));
-        } else {
-            assert_eq!(decode_token(bad), None, "{bad}");
-        }
+    // Lower-case hex is never produced, so accepting it would make two tokens decode alike.
+    for bad in ["a.b", "_2", "_zz", "_2e", "a b"] {
+        assert_eq!(decode_token(bad), None, "{bad}");
     }
+    assert_eq!(decode_token("_"), Some(String::new()));
 }
 
 proptest! {
