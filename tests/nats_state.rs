@@ -658,7 +658,9 @@ async fn idempotency_claims_have_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_is_exclusive_fenced_and_fails_over_within_its_ttl() {
     let server = NatsServer::start().await;
-    let ttl = Duration::from_secs(2);
+    // Long enough that a loaded CI machine pausing the renewing task for a second cannot make
+    // the lease lapse by accident.
+    let ttl = Duration::from_secs(3);
     let a = Leases::open(&connect(&server).await, ttl, placement())
         .await
         .unwrap();
@@ -667,11 +669,11 @@ async fn lease_is_exclusive_fenced_and_fails_over_within_its_ttl() {
         .unwrap();
     let mut token = a.try_acquire("autoscaler", "A").await.unwrap().unwrap();
     let first = token;
-    // While A renews (every ttl/4), B never gets it, for well over one TTL.
+    // While A renews (every ttl/6), B never gets it, for well over one TTL.
     let until = Instant::now() + ttl * 2;
     while Instant::now() < until {
         assert_eq!(b.try_acquire("autoscaler", "B").await.unwrap(), None);
-        tokio::time::sleep(ttl / 4).await;
+        tokio::time::sleep(ttl / 6).await;
         token = a.renew("autoscaler", "A", token).await.unwrap();
     }
     assert!(token > first);
@@ -725,16 +727,21 @@ async fn electors_have_one_leader_and_hand_over_on_stop() {
         ea.leadership() != Leadership::Follower || eb.leadership() != Leadership::Follower
     })
     .await;
-    // Over a few renew periods, never two leaders at once.
+    // Over a few renew periods, never two leaders at once (a stalled machine may show none for
+    // a moment while the lease moves; that is allowed, two are not).
     let until = Instant::now() + ttl * 2;
     while Instant::now() < until {
         let leaders = [ea.leadership(), eb.leadership()]
             .iter()
             .filter(|l| l.token().is_some())
             .count();
-        assert_eq!(leaders, 1);
+        assert!(leaders <= 1, "two leaders");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eventually("a leader again", Duration::from_secs(5), async || {
+        ea.leadership().token().is_some() || eb.leadership().token().is_some()
+    })
+    .await;
     let (leader_stop, leader, follower) = if ea.leadership().token().is_some() {
         (stop_a.clone(), ea, eb)
     } else {
