@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let config = Config::default();
     let manifests = Manifests::from_config(&KubernetesConfig {
+        callback_service_port: 8080,
         namespace: Some("nanofaas".to_owned()),
         ..config.k8s.clone()
     });

@@ -160,12 +160,25 @@ impl App {
         let management = TcpListener::bind(management_at)
             .await
             .with_context(|| format!("binding the management port {management_at:?}"))?;
+        let callback = match config.callback_port {
+            Some(port) => {
+                let at = (config.callback_address.as_str(), port);
+                Some(
+                    TcpListener::bind(at)
+                        .await
+                        .with_context(|| format!("binding the callback port {at:?}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(BoundApp {
             api_addr: api.local_addr()?,
             management_addr: management.local_addr()?,
+            callback_addr: callback.as_ref().map(TcpListener::local_addr).transpose()?,
             app: self,
             api,
             management,
+            callback,
         })
     }
 }
@@ -193,9 +206,12 @@ fn deploy_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn DeploymentPro
 pub struct BoundApp {
     pub api_addr: SocketAddr,
     pub management_addr: SocketAddr,
+    /// The runtime-callback listener, when `NANOFAAS_CALLBACK_SERVER_PORT` is set.
+    pub callback_addr: Option<SocketAddr>,
     app: App,
     api: TcpListener,
     management: TcpListener,
+    callback: Option<TcpListener>,
 }
 
 impl BoundApp {
@@ -214,6 +230,7 @@ impl BoundApp {
             app,
             api,
             management,
+            callback,
             ..
         } = self;
         let state = app.state.clone();
@@ -228,6 +245,15 @@ impl BoundApp {
             server::Limits::api(&state.config),
             stop_api.clone(),
         ));
+        // Callbacks keep being accepted while the API drains: in-flight executions still finish.
+        let callback_server = callback.map(|listener| {
+            tokio::spawn(server::serve(
+                listener,
+                api::callback_router(state.clone()),
+                server::Limits::api(&state.config),
+                stop_rest.clone(),
+            ))
+        });
         let management_server = tokio::spawn(server::serve(
             management,
             app.management,
@@ -279,6 +305,9 @@ impl BoundApp {
         }
         stop_rest.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;
+        if let Some(callback_server) = callback_server {
+            let _ = tokio::time::timeout(Duration::from_secs(1), callback_server).await;
+        }
         janitor.abort();
         tracing::info!("stopped");
         Ok(())

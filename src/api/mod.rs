@@ -22,9 +22,9 @@ use crate::AppState;
 use error::ApiError;
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
-/// handlers, since the name itself may contain `:`.
+/// handlers, since the name itself may contain `:`. Runtime callbacks are served here unless
+/// they have a listener of their own (`NANOFAAS_CALLBACK_SERVER_PORT`).
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_request_body_bytes;
     let mut router = Router::new()
         .route(
             "/v1/functions",
@@ -41,11 +41,30 @@ pub fn router(state: AppState) -> Router {
             put(functions::set_replicas),
         )
         .route("/v1/executions/{id}", get(invocations::get_execution))
-        .route("/v1/internal/executions/{id}", post(invocations::complete))
         .route("/modules/build-metadata", get(management::build_metadata));
+    if state.config.callback_port.is_none() {
+        router = router.merge(callback_routes());
+    }
     if state.config.admin_runtime_config_enabled {
         router = router.merge(runtime_config::router());
     }
+    with_edge_layers(router, state)
+}
+
+/// The callback listener's routes: runtime callbacks only, so that a NetworkPolicy can admit
+/// function pods to this port and nothing else (docs/security.md).
+pub fn callback_router(state: AppState) -> Router {
+    with_edge_layers(callback_routes(), state)
+}
+
+fn callback_routes() -> Router<AppState> {
+    Router::new().route("/v1/internal/executions/{id}", post(invocations::complete))
+}
+
+/// What every API-facing router shares: JSON 404/405, the body limit, panics as 500 JSON, and
+/// request tracing.
+fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config.max_request_body_bytes;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

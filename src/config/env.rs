@@ -166,6 +166,14 @@ impl Reader<'_> {
         }
     }
 
+    /// A port that is off unless set (blank = unset).
+    pub(super) fn optional_port(&self, key: &str) -> Result<Option<u16>, ConfigError> {
+        match self.raw(key) {
+            Some((_, value)) if !value.trim().is_empty() => Ok(Some(self.port(key, 0)?)),
+            _ => Ok(None),
+        }
+    }
+
     pub(super) fn port(&self, key: &str, default: u16) -> Result<u16, ConfigError> {
         Ok(self.int(key, u64::from(default), 0, 65535)? as u16)
     }

@@ -104,6 +104,9 @@ pub struct KubernetesConfig {
     pub pod_namespace: Option<String>,
     /// `nanofaas.k8s.callbackUrl`; blank = derived from the namespace (see `callback_url()`).
     pub callback_url: String,
+    /// The Service port runtime callbacks go to when the URL is derived: the callback listener's
+    /// port when one is configured, else 8080 (the API).
+    pub callback_service_port: u16,
     pub image_pull_policy: String,
 }
 
@@ -122,8 +125,9 @@ impl KubernetesConfig {
     pub fn effective_callback_url(&self) -> String {
         if self.callback_url.trim().is_empty() {
             format!(
-                "http://control-plane.{}.svc.cluster.local:8080/v1/internal/executions",
-                self.effective_namespace()
+                "http://control-plane.{}.svc.cluster.local:{}/v1/internal/executions",
+                self.effective_namespace(),
+                self.callback_service_port
             )
         } else {
             self.callback_url.trim().to_owned()
@@ -181,6 +185,11 @@ pub struct Config {
     /// `management.server.address`: the management port's bind address.
     pub management_address: String,
     pub management_port: u16,
+    /// `nanofaas.callback.server.port`: when set, runtime callbacks (`/v1/internal/...`) are
+    /// served on this port only, and no longer on the API port.
+    pub callback_port: Option<u16>,
+    /// `nanofaas.callback.server.address`: the callback port's bind address.
+    pub callback_address: String,
     pub listener: ListenerConfig,
     pub defaults: FunctionDefaults,
     pub rate_max_per_second: u64,
@@ -222,6 +231,8 @@ impl Config {
             server_port: r.port("server.port", 8080)?,
             management_address: r.address("management.server.address")?,
             management_port: r.port("management.server.port", 8081)?,
+            callback_port: r.optional_port("nanofaas.callback.server.port")?,
+            callback_address: r.address("nanofaas.callback.server.address")?,
             listener: ListenerConfig {
                 header_read_timeout: r
                     .positive_duration("nanofaas.http.header-read-timeout", secs(10))?,
@@ -317,6 +328,9 @@ impl Config {
                     .map(|v| v.trim().to_owned())
                     .filter(|v| !v.is_empty()),
                 callback_url: r.string("nanofaas.k8s.callbackUrl").unwrap_or_default(),
+                callback_service_port: r
+                    .optional_port("nanofaas.callback.server.port")?
+                    .unwrap_or(8080),
                 image_pull_policy: r
                     .string("nanofaas.k8s.image-pull-policy")
                     .unwrap_or_else(|| "Always".to_owned()),

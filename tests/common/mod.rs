@@ -23,6 +23,8 @@ use tokio::sync::{Notify, oneshot};
 pub struct TestApp {
     pub base: String,
     pub management: String,
+    /// The runtime-callback listener, when the test configured one.
+    pub callbacks: Option<String>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -52,6 +54,7 @@ impl TestApp {
             .expect("binds");
         let base = format!("http://{}", bound.api_addr);
         let management = format!("http://{}", bound.management_addr);
+        let callbacks = bound.callback_addr.map(|a| format!("http://{a}"));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(bound.serve(async move {
             let _ = rx.await;
@@ -59,6 +62,7 @@ impl TestApp {
         TestApp {
             base,
             management,
+            callbacks,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             shutdown: Some(tx),
             server: Some(server),

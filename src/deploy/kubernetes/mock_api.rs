@@ -21,6 +21,7 @@ pub(super) const MERGE_TYPE: &str = "application/merge-patch+json";
 
 pub(super) fn k8s_config() -> KubernetesConfig {
     KubernetesConfig {
+        callback_service_port: 8080,
         namespace: Some(NS.to_owned()),
         pod_namespace: None,
         callback_url: String::new(),

@@ -173,6 +173,7 @@ fn deployment_defaults_and_configured_values() {
     let mut plain = echo();
     plain.scaling = Scaling::AsGiven(None);
     let config = KubernetesConfig {
+        callback_service_port: 8080,
         namespace: None,
         pod_namespace: Some("team-a".to_owned()),
         callback_url: String::new(),
@@ -193,6 +194,7 @@ fn deployment_defaults_and_configured_values() {
     );
     // Resolved DEPLOYMENT defaults (minReplicas 1); an explicit callback URL wins; only cpu.
     let config = KubernetesConfig {
+        callback_service_port: 8080,
         callback_url: "http://cp.example:8080/v1/internal/executions".to_owned(),
         ..k8s_config()
     };
