@@ -252,3 +252,22 @@ fn kubernetes_namespace_and_callback_url_fall_back_in_order() {
     );
     assert_eq!(c.k8s.image_pull_policy, "IfNotPresent");
 }
+
+#[test]
+fn ssrf_allowed_cidrs_take_networks_and_addresses_not_names() {
+    assert!(config(&[]).unwrap().ssrf_allowed_cidrs.is_empty());
+    let c = config(&[(
+        "NANOFAAS_SSRF_ALLOWED_CIDRS",
+        " 169.254.0.0/16, fd00:ec2::254 ,",
+    )])
+    .unwrap();
+    assert_eq!(
+        c.ssrf_allowed_cidrs,
+        vec![
+            "169.254.0.0/16".parse::<IpNet>().unwrap(),
+            "fd00:ec2::254/128".parse::<IpNet>().unwrap()
+        ]
+    );
+    let e = config(&[("NANOFAAS_SSRF_ALLOWED_CIDRS", "metadata.internal")]).unwrap_err();
+    assert_eq!(e.variable, "NANOFAAS_SSRF_ALLOWED_CIDRS");
+}
