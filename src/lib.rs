@@ -104,8 +104,8 @@ impl App {
             sync_settings.clone(),
             metrics.clone(),
         ));
-        let dispatcher =
-            Dispatcher::new(&config.http_client, net_policy).context("building the runtime HTTP client")?;
+        let dispatcher = Dispatcher::new(&config.http_client, net_policy)
+            .context("building the runtime HTTP client")?;
         let invocations = InvocationService::new(invocation::Parts {
             registry: registry.clone(),
             store,

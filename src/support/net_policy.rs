@@ -169,7 +169,8 @@ impl Resolve for PolicyResolver {
                 return Err(Box::new(Refused {
                     host: Some(host),
                     addrs: refused,
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             let addrs: Addrs = Box::new(permitted.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
@@ -295,7 +296,10 @@ mod tests {
         let resolver = PolicyResolver::new(
             Arc::default(),
             &[
-                ("Mixed.test".to_owned(), vec![ip("169.254.1.1"), ip("127.0.0.1")]),
+                (
+                    "Mixed.test".to_owned(),
+                    vec![ip("169.254.1.1"), ip("127.0.0.1")],
+                ),
                 ("metadata.test".to_owned(), vec![ip("169.254.169.254")]),
             ],
         );
