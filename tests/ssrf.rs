@@ -124,6 +124,22 @@ async fn refused_answers_are_dropped_and_loopback_stays_reachable() {
 }
 
 #[tokio::test]
+async fn loopback_by_name_goes_through_the_system_resolver() {
+    // No override: `localhost` is answered by hickory (hosts file / built-in), then filtered.
+    let app = TestApp::spawn().await;
+    let stub = Stub::start(&app.base).await;
+    let url = format!("http://localhost:{}/reply", stub.addr.port());
+    app.register_ok(pool_spec("f", &url)).await;
+    let (status, _, body) = invoke(&app, "f").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("success")),
+        "{body}"
+    );
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn an_allowed_cidr_lifts_the_refusal() {
     // fe80::1 without a scope cannot be connected to, so "allowed" shows as a connect error
     // (or a timeout) rather than the policy's refusal, and no packet leaves the machine.
