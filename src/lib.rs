@@ -46,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
+use crate::support::net_policy::NetPolicy;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
 /// `Arc` (one reference-count update per clone) that derefs to the handles.
@@ -88,9 +89,11 @@ impl App {
             deploy_providers(&config)?,
             config.deployment_default_backend,
         );
+        let net_policy = Arc::new(NetPolicy::new(config.ssrf_allowed_cidrs.clone()));
         let registry = Arc::new(FunctionRegistry::new(
             config.defaults.clone(),
             config.pool_allowed_hosts.clone(),
+            net_policy.clone(),
             providers,
         ));
         let store = Arc::new(ExecutionStore::new(config.execution_store.clone()));
@@ -103,8 +106,8 @@ impl App {
             sync_settings.clone(),
             metrics.clone(),
         ));
-        let dispatcher =
-            Dispatcher::new(&config.http_client).context("building the runtime HTTP client")?;
+        let dispatcher = Dispatcher::new(&config.http_client, net_policy)
+            .context("building the runtime HTTP client")?;
         let invocations = InvocationService::new(invocation::Parts {
             registry: registry.clone(),
             store,

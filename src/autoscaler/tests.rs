@@ -83,6 +83,7 @@ impl Harness {
         let registry = Arc::new(FunctionRegistry::new(
             config.defaults.clone(),
             None,
+            Arc::default(),
             providers,
         ));
         let queue = Arc::new(FakeQueue::default());

@@ -232,6 +232,30 @@ impl Reader<'_> {
         Ok(if rules.is_empty() { None } else { Some(rules) })
     }
 
+    /// A comma-separated list of CIDRs or IP addresses (an address is its own /32 or /128).
+    /// Names are refused: what these lists are compared with is a resolved address.
+    pub(super) fn networks(&self, key: &str) -> Result<Vec<IpNet>, ConfigError> {
+        let Some((name, value)) = self.raw(key) else {
+            return Ok(Vec::new());
+        };
+        let mut nets = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net = if let Ok(net) = item.parse::<IpNet>() {
+                net
+            } else if let Ok(ip) = item.parse::<IpAddr>() {
+                IpNet::from(ip)
+            } else {
+                return Err(Self::fail(
+                    name,
+                    value.clone(),
+                    format!("'{item}' is neither an IP address nor a CIDR"),
+                ));
+            };
+            nets.push(net);
+        }
+        Ok(nets)
+    }
+
     pub(super) fn backend(&self, key: &str) -> Result<Option<DeploymentBackend>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),

@@ -82,6 +82,10 @@ pub struct HttpClientConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_response_bytes: usize,
+    /// Fixed answers for host names, consulted instead of DNS and filtered by the outbound
+    /// policy like any DNS answer (curl's `--resolve`). Not read from the environment: it lets
+    /// tests and embedders pin a name to an address without a DNS server.
+    pub resolve_overrides: Vec<(String, Vec<IpAddr>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +202,9 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub pool_allowed_hosts: Option<Vec<HostRule>>,
+    /// `NANOFAAS_SSRF_ALLOWED_CIDRS`: networks exempt from the outbound policy's built-in
+    /// refusal of link-local and cloud-metadata addresses (`support::net_policy`).
+    pub ssrf_allowed_cidrs: Vec<IpNet>,
     pub deployment_default_backend: Option<DeploymentBackend>,
     pub async_queue_enabled: bool,
     pub admin_runtime_config_enabled: bool,
@@ -292,6 +299,7 @@ impl Config {
                     1024,
                 )? as usize)
                     << 20,
+                resolve_overrides: Vec::new(),
             },
             max_request_body_bytes: (r.int("nanofaas.http.max-request-body-mb", 16, 1, 1024)?
                 as usize)
@@ -299,6 +307,7 @@ impl Config {
             shutdown_grace: r
                 .duration("nanofaas.shutdown.grace-period", Duration::from_secs(30))?,
             pool_allowed_hosts: r.host_rules("nanofaas.pool.allowed-hosts")?,
+            ssrf_allowed_cidrs: r.networks("nanofaas.ssrf.allowed-cidrs")?,
             deployment_default_backend: r.backend("nanofaas.deployment.default-backend")?,
             async_queue_enabled: r.bool("nanofaas.async-queue.enabled", false)?
                 || sync_queue_enabled,

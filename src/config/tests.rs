@@ -277,3 +277,22 @@ fn bind_addresses_and_listener_limits() {
     let err = config(&[("SERVER_ADDRESS", "not an/address")]).unwrap_err();
     assert_eq!(err.variable, "SERVER_ADDRESS");
 }
+
+#[test]
+fn ssrf_allowed_cidrs_take_networks_and_addresses_not_names() {
+    assert!(config(&[]).unwrap().ssrf_allowed_cidrs.is_empty());
+    let c = config(&[(
+        "NANOFAAS_SSRF_ALLOWED_CIDRS",
+        " 169.254.0.0/16, fd00:ec2::254 ,",
+    )])
+    .unwrap();
+    assert_eq!(
+        c.ssrf_allowed_cidrs,
+        vec![
+            "169.254.0.0/16".parse::<IpNet>().unwrap(),
+            "fd00:ec2::254/128".parse::<IpNet>().unwrap()
+        ]
+    );
+    let e = config(&[("NANOFAAS_SSRF_ALLOWED_CIDRS", "metadata.internal")]).unwrap_err();
+    assert_eq!(e.variable, "NANOFAAS_SSRF_ALLOWED_CIDRS");
+}

@@ -113,8 +113,12 @@ impl ContainerLocalProvider {
     pub fn new(config: ContainerLocalConfig) -> Result<Self, DeployError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| DeployError::Unavailable(format!("Docker engine unavailable: {e}")))?;
+        // The probe's address is ours (the published port or the container's name), not the
+        // user's, so the outbound policy does not apply; but the answer comes from user code,
+        // which must not steer the probe elsewhere with a redirect: a 3xx is "not ready".
         let http = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;

@@ -1,7 +1,10 @@
 //! Dispatchers: run one attempt of a task and report its result. LOCAL echoes the input in
 //! process; POOL and DEPLOYMENT send the runtime request of REFERENCE §6.1 on one shared, pooled
-//! `reqwest` client and read the reply as §6.2 says.
+//! `reqwest` client and read the reply as §6.2 says. The client connects only where the outbound
+//! policy permits (`support::net_policy`): its resolver filters DNS answers, and IP-literal hosts
+//! are checked before the request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -12,6 +15,7 @@ use crate::function::ExecutionMode;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
 use crate::registry::Endpoint;
 use crate::support::error_chain;
+use crate::support::net_policy::{NetPolicy, PolicyResolver, refusal_in};
 
 /// The result of one attempt, with the cold-start facts read from the reply.
 #[derive(Debug, Clone)]
@@ -32,10 +36,11 @@ impl DispatchReply {
 pub struct Dispatcher {
     client: reqwest::Client,
     max_response_bytes: usize,
+    policy: Arc<NetPolicy>,
 }
 
 impl Dispatcher {
-    pub fn new(config: &HttpClientConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &HttpClientConfig, policy: Arc<NetPolicy>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -46,8 +51,11 @@ impl Dispatcher {
             // A 3xx is the runtime's answer, a POOL_ERROR (REFERENCE §6.2), as with Java's
             // WebClient: following it would let a runtime send us to any address.
             .redirect(reqwest::redirect::Policy::none())
-            // Pure-Rust DNS: static binaries (FROM scratch images) have no glibc NSS modules.
-            .hickory_dns(true)
+            // Pure-Rust DNS (hickory) filtered by the outbound policy, after resolution.
+            .dns_resolver(Arc::new(PolicyResolver::new(
+                policy.clone(),
+                &config.resolve_overrides,
+            )))
             .user_agent(concat!(
                 "nanofaas-control-plane/",
                 env!("CARGO_PKG_VERSION")
@@ -56,6 +64,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             client,
             max_response_bytes: config.max_response_bytes,
+            policy,
         })
     }
 
@@ -83,6 +92,10 @@ impl Dispatcher {
                 );
             }
         };
+        // IP literals never reach the resolver: checked here, before any connection.
+        if let Err(refused) = self.policy.check_literal(&url) {
+            return DispatchReply::failure("POOL_ERROR", refused.to_string());
+        }
         let timeout_ms = task.function.spec.timeout_ms;
         let mut request = self
             .client
@@ -189,6 +202,11 @@ fn transport_failure(e: &reqwest::Error, timeout_ms: u64) -> DispatchReply {
             format!("Pool request timed out after {timeout_ms}ms"),
         );
     }
+    if let Some(refused) = refusal_in(e) {
+        return DispatchReply::failure("POOL_ERROR", refused.to_string());
+    }
+    // reqwest moves an endpoint's userinfo into an Authorization header before sending, so the
+    // URL its errors quote carries no credentials.
     DispatchReply::failure("POOL_ERROR", error_chain(e))
 }
 

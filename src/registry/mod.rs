@@ -13,6 +13,7 @@ use crate::function::{
     ExecutionMode, FunctionDefaults, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError,
 };
 use crate::metrics::{FunctionMetrics, Metrics};
+use crate::support::net_policy::{NetPolicy, redact_userinfo};
 use crate::support::{lock, read, write};
 
 /// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
@@ -117,6 +118,7 @@ pub struct FunctionRegistry {
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     defaults: FunctionDefaults,
     pool_allowed_hosts: Option<Vec<HostRule>>,
+    net_policy: Arc<NetPolicy>,
     providers: Providers,
     listeners: RwLock<Vec<Arc<dyn FunctionLifecycle>>>,
 }
@@ -125,6 +127,7 @@ impl FunctionRegistry {
     pub fn new(
         defaults: FunctionDefaults,
         pool_allowed_hosts: Option<Vec<HostRule>>,
+        net_policy: Arc<NetPolicy>,
         providers: Providers,
     ) -> Self {
         FunctionRegistry {
@@ -132,6 +135,7 @@ impl FunctionRegistry {
             name_locks: Mutex::default(),
             defaults,
             pool_allowed_hosts,
+            net_policy,
             providers,
             listeners: RwLock::default(),
         }
@@ -233,6 +237,11 @@ impl FunctionRegistry {
                 .and_then(|u| reqwest::Url::parse(u.trim()).ok())
                 .map(Endpoint::Fixed),
         };
+        // From here on only the dispatcher's copy holds the credentials; what is shown (and could
+        // be logged) is masked.
+        if let Some(masked) = spec.endpoint_url.as_deref().and_then(redact_userinfo) {
+            spec.endpoint_url = Some(masked);
+        }
         let function = Arc::new(RegisteredFunction {
             spec,
             requested_mode,
@@ -267,12 +276,19 @@ impl FunctionRegistry {
         Ok(function)
     }
 
+    /// The outbound policy on an IP-literal host (a name is checked once resolved, at dispatch),
+    /// then `NANOFAAS_POOL_ALLOWED_HOSTS`.
     fn check_pool_host(&self, url: &str) -> Result<(), RegistryError> {
+        let parsed = reqwest::Url::parse(url.trim()).ok();
+        if let Some(Err(refused)) = parsed.as_ref().map(|u| self.net_policy.check_literal(u)) {
+            return Err(RegistryError::Invalid(vec![format!(
+                "endpointUrl: {refused}"
+            )]));
+        }
         let Some(rules) = &self.pool_allowed_hosts else {
             return Ok(());
         };
-        let host = reqwest::Url::parse(url.trim())
-            .ok()
+        let host = parsed
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
         if rules.iter().any(|r| r.matches(&host)) {

@@ -18,7 +18,8 @@ async fn a_backend_that_cannot_provision_degrades_to_pool_only_with_an_endpoint(
         }) as Arc<dyn DeploymentProvider>],
         None,
     );
-    let registry = FunctionRegistry::new(Config::default().defaults, None, providers);
+    let registry =
+        FunctionRegistry::new(Config::default().defaults, None, Arc::default(), providers);
     let f = registry
         .register(request(serde_json::json!({
             "name": "f", "image": "i", "endpointUrl": "http://127.0.0.1:9/invoke"

@@ -47,6 +47,11 @@ impl TestApp {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("valid test config");
+        TestApp::with_config(config).await
+    }
+
+    /// The app from `config`, for settings no environment variable holds; give it port 0.
+    pub async fn with_config(config: Config) -> TestApp {
         let bound = App::build(config)
             .expect("app builds")
             .bind()
