@@ -177,11 +177,15 @@ impl DoneNotifier {
     }
 
     /// Announces that `execution_id` finished; `payload` is opaque (e.g. the terminal record).
+    /// Returns once the server has the message (flushed), so a waiter subscribed before the
+    /// call is sure to be told.
     pub async fn publish(&self, execution_id: &str, payload: Bytes) -> Result<(), RouteError> {
+        let unavailable = |e: &dyn std::fmt::Display| RouteError::Unavailable(e.to_string());
         self.client
             .publish(self.names.done_subject(execution_id), payload)
             .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))
+            .map_err(|e| unavailable(&e))?;
+        self.client.flush().await.map_err(|e| unavailable(&e))
     }
 
     /// Subscribes to one execution's notification. Registered with the server when this
