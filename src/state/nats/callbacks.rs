@@ -110,15 +110,7 @@ impl CompletionRoute {
         handler: Arc<dyn CompletionHandler>,
         stop: CancellationToken,
     ) -> Result<JoinHandle<()>, RouteError> {
-        let mut subscription = self
-            .client
-            .subscribe(self.subject.clone())
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+        let mut subscription = subscribe_registered(&self.client, self.subject.clone()).await?;
         let client = self.client.clone();
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS));
         Ok(tokio::spawn(async move {
@@ -191,29 +183,14 @@ impl DoneNotifier {
     /// Subscribes to one execution's notification. Registered with the server when this
     /// returns: subscribe first, then check the record, then wait, and no finish is missed.
     pub async fn subscribe(&self, execution_id: &str) -> Result<DoneWaiter, RouteError> {
-        let subscription = self
-            .client
-            .subscribe(self.names.done_subject(execution_id))
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+        let subscription =
+            subscribe_registered(&self.client, self.names.done_subject(execution_id)).await?;
         Ok(DoneWaiter { subscription })
     }
 
     /// Subscribes to every notification (one subscription per replica, fanned out locally).
     pub async fn subscribe_all(&self) -> Result<DoneStream, RouteError> {
-        let subscription = self
-            .client
-            .subscribe(self.names.done_wildcard())
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+        let subscription = subscribe_registered(&self.client, self.names.done_wildcard()).await?;
         Ok(DoneStream { subscription })
     }
 }
@@ -256,4 +233,21 @@ impl DoneStream {
             }
         }
     }
+}
+
+/// Subscribes and waits until the server has registered the interest (a flush round trip), so
+/// nothing published after this returns is missed.
+async fn subscribe_registered(
+    client: &async_nats::Client,
+    subject: String,
+) -> Result<async_nats::Subscriber, RouteError> {
+    let subscription = client
+        .subscribe(subject)
+        .await
+        .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+    Ok(subscription)
 }
