@@ -28,7 +28,7 @@ use bollard::query_parameters::{
 use reqwest::Url;
 
 use super::runtime_env::runtime_env;
-use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned, ReplicaSet};
+use super::{BoxFuture, DeployError, DeployFuture, DeploymentProvider, Provisioned, ReplicaSet};
 use crate::config::ContainerLocalConfig;
 use crate::function::{ExecutionMode, FunctionSpec};
 use crate::support::{lock, read, write};
@@ -347,10 +347,7 @@ impl DeploymentProvider for ContainerLocalProvider {
     }
 
     /// The image must exist in the engine (no registry pulls are made for it).
-    fn validate_image<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn validate_image<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             match self.docker.inspect_image(&spec.image).await {
                 Ok(_) => Ok(()),
@@ -367,10 +364,7 @@ impl DeploymentProvider for ContainerLocalProvider {
         })
     }
 
-    fn provision<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+    fn provision<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
         Box::pin(async move {
             if let Some(existing) = lock(&self.functions).get(&spec.name).cloned() {
                 return Ok(self.provisioned(&spec.name, existing));
@@ -396,7 +390,7 @@ impl DeploymentProvider for ContainerLocalProvider {
         })
     }
 
-    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             let Some(set) = lock(&self.functions).remove(name) else {
                 return Ok(());
@@ -407,11 +401,7 @@ impl DeploymentProvider for ContainerLocalProvider {
         })
     }
 
-    fn set_replicas<'a>(
-        &'a self,
-        name: &'a str,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             let Some(set) = lock(&self.functions).get(name).cloned() else {
                 return Ok(());
@@ -432,7 +422,7 @@ impl DeploymentProvider for ContainerLocalProvider {
         })
     }
 
-    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32> {
         Box::pin(async move {
             let Some(set) = lock(&self.functions).get(name).cloned() else {
                 return Ok(0);

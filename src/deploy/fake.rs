@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::{BoxFuture, DeployError, DeploymentProvider, Provisioned};
+use super::{BoxFuture, DeployError, DeployFuture, DeploymentProvider, Provisioned};
 use crate::function::FunctionSpec;
 
 /// Replica counts in memory; `ready_replicas` / `set_replicas` can be told to fail.
@@ -49,10 +49,7 @@ impl DeploymentProvider for FakeBackend {
     fn supports(&self, _spec: &FunctionSpec) -> bool {
         true
     }
-    fn provision<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+    fn provision<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
         Box::pin(async move {
             if let Some(e) = &self.provision_error {
                 return Err(e.clone());
@@ -65,17 +62,13 @@ impl DeploymentProvider for FakeBackend {
             })
         })
     }
-    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             self.replicas.lock().unwrap().remove(name);
             Ok(())
         })
     }
-    fn set_replicas<'a>(
-        &'a self,
-        name: &'a str,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             self.set_calls
                 .lock()
@@ -88,7 +81,7 @@ impl DeploymentProvider for FakeBackend {
             Ok(())
         })
     }
-    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32> {
         Box::pin(async move {
             let gate = self.gate.lock().unwrap().clone();
             if let Some(gate) = gate {

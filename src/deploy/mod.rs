@@ -17,6 +17,9 @@ use crate::function::FunctionSpec;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a backend operation returns.
+pub type DeployFuture<'a, T> = BoxFuture<'a, Result<T, DeployError>>;
+
 /// `text` as a DNS-label-safe word: lower-case, every character outside `[a-z0-9]` becomes `-`,
 /// runs of `-` collapse and leading/trailing `-` go (may be empty).
 pub fn dns_safe(text: &str) -> String {
@@ -84,24 +87,14 @@ pub trait DeploymentProvider: Send + Sync + 'static {
     fn is_available(&self) -> BoxFuture<'_, bool>;
     fn supports(&self, spec: &FunctionSpec) -> bool;
     /// Checks that the image can be run (REFERENCE §5.5); the default accepts everything.
-    fn validate_image<'a>(
-        &'a self,
-        _spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn validate_image<'a>(&'a self, _spec: &'a FunctionSpec) -> DeployFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
     /// Creates or updates the function's runtime; says where invocations are sent.
-    fn provision<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>>;
-    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>>;
-    fn set_replicas<'a>(
-        &'a self,
-        name: &'a str,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>>;
-    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>>;
+    fn provision<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned>;
+    fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()>;
+    fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()>;
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32>;
     /// Runs once before the control plane serves (e.g. removes orphans of an earlier run).
     fn start(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -19,7 +19,7 @@ use super::image_probe::ImageProbe;
 use super::manifests::Manifests;
 use super::names::{nano_suffix, resource_name};
 use crate::config::KubernetesConfig;
-use crate::deploy::{BoxFuture, DeployError, DeploymentProvider, Provisioned};
+use crate::deploy::{BoxFuture, DeployError, DeployFuture, DeploymentProvider, Provisioned};
 use crate::function::{ExecutionMode, FunctionSpec};
 use crate::support::lock;
 
@@ -267,10 +267,7 @@ impl DeploymentProvider for KubernetesProvider {
         spec.execution_mode == ExecutionMode::Deployment
     }
 
-    fn validate_image<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn validate_image<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             // A name collision is answered before any pod is started.
             self.check_owner(&spec.name)?;
@@ -281,10 +278,7 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
-    fn provision<'a>(
-        &'a self,
-        spec: &'a FunctionSpec,
-    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+    fn provision<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
         Box::pin(async move {
             let newly_claimed = self.claim(&spec.name)?;
             match self.apply_all(spec).await {
@@ -310,7 +304,7 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
-    fn deprovision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             self.delete_objects(&resource_name(name)).await?;
             self.release(name);
@@ -318,11 +312,7 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
-    fn set_replicas<'a>(
-        &'a self,
-        name: &'a str,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), DeployError>> {
+    fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()> {
         Box::pin(async move {
             let object = resource_name(name);
             let replicas = replicas.min(i32::MAX as u32);
@@ -339,7 +329,7 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
-    fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
+    fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32> {
         Box::pin(async move {
             let object = resource_name(name);
             match self.api::<Deployment>().get_opt(&object).await {
