@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod autoscaler;
 pub mod config;
 pub mod deploy;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::RateLimiter;
 use crate::api::management::Health;
+use crate::auth::TokenStore;
 use crate::autoscaler::Autoscaler;
 use crate::config::{Config, DeploymentBackend};
 use crate::deploy::container_local::ContainerLocalProvider;
@@ -67,6 +69,8 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub runtime_config: Arc<RuntimeConfigService>,
     pub health: Arc<Health>,
+    /// The bearer tokens, when any surface is protected; `reload()` is the reload handle.
+    pub auth: Option<Arc<TokenStore>>,
 }
 
 /// The assembled control plane, not yet listening.
@@ -128,6 +132,14 @@ impl App {
             metrics.add_section(autoscaler.clone());
             autoscaler
         });
+        let auth = match &config.auth.tokens_file {
+            Some(path) if config.auth.any() => {
+                Some(Arc::new(TokenStore::load(path).with_context(|| {
+                    format!("loading the token file {}", path.display())
+                })?))
+            }
+            _ => None,
+        };
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -136,6 +148,7 @@ impl App {
             metrics,
             runtime_config,
             health: Arc::new(Health::default()),
+            auth,
         }));
         Ok(App {
             api: api::router(state.clone()),
@@ -220,6 +233,9 @@ impl BoundApp {
         let stop_rest = CancellationToken::new();
 
         let janitor = tokio::spawn(run_janitor(state.clone(), stop_rest.clone()));
+        if let Some(tokens) = state.auth.clone() {
+            tokio::spawn(tokens.watch(state.config.auth.reload_interval, stop_rest.clone()));
+        }
         let api_server = tokio::spawn(
             axum::serve(api, app.api)
                 .with_graceful_shutdown(stop_api.clone().cancelled_owned())

@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::AppState;
+use crate::auth::{Guard, GuardParts, Protected, Rejection};
 use error::ApiError;
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
@@ -46,9 +47,28 @@ pub fn router(state: AppState) -> Router {
     if state.config.admin_runtime_config_enabled {
         router = router.merge(runtime_config::router());
     }
-    router
+    router = router
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // After every route and the fallbacks, so that it covers them all; not installed when off.
+    let auth = &state.config.auth;
+    if let Some(store) = state
+        .auth
+        .clone()
+        .filter(|_| auth.enabled || auth.callbacks_protected)
+    {
+        let guard = Guard::new(GuardParts {
+            store,
+            access: crate::auth::api_access,
+            protected: Protected {
+                api: auth.enabled,
+                callbacks: auth.callbacks_protected,
+            },
+            reject: reject_request,
+        });
+        router = router.layer(axum::middleware::from_fn_with_state(guard, Guard::check));
+    }
+    router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -60,6 +80,11 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// Authentication rejections answer through the one error mapping.
+pub(crate) fn reject_request(rejection: Rejection) -> Response {
+    ApiError::from(rejection).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {
