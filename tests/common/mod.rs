@@ -13,8 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nanofaas_control_plane::App;
 use nanofaas_control_plane::config::Config;
+use nanofaas_control_plane::{App, AppState};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
@@ -22,6 +22,8 @@ pub struct TestApp {
     pub base: String,
     pub management: String,
     pub client: reqwest::Client,
+    /// The app's handles (e.g. the token store's reload handle).
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -46,6 +48,7 @@ impl TestApp {
             .bind("127.0.0.1")
             .await
             .expect("binds");
+        let state = bound.state().clone();
         let base = format!("http://{}", bound.api_addr);
         let management = format!("http://{}", bound.management_addr);
         let (tx, rx) = oneshot::channel::<()>();
@@ -56,6 +59,7 @@ impl TestApp {
             base,
             management,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            state,
             shutdown: Some(tx),
             server: Some(server),
         }
