@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # <sha256 of the token, 64 hex digits>  <scope>[,<scope>...]  [name]
-//! 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  admin,invoke  ci-deployer
+//! 516d878a977e8b0d8888e5e7afc797da84d066ebce829f7553a75a2179dfdb3e  admin,invoke  ci-deployer
 //! ```
 //!
 //! Errors name the line and what is wrong with it, never the line's content.
