@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::AppState;
-use crate::auth::{Guard, GuardParts, Protected};
+use crate::auth::{self, GuardParts, Protected};
 
 const ACTUATOR_JSON: &str = "application/vnd.spring-boot.actuator.v3+json";
 
@@ -43,15 +43,15 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { super::error::ApiError::MethodNotAllowed });
     let router = match state.auth.clone() {
-        Some(store) if state.config.auth.metrics_protected => {
-            let guard = Guard::new(GuardParts {
+        Some(store) if state.config.auth.metrics_protected => auth::protect(
+            router,
+            GuardParts {
                 store,
-                access: crate::auth::management_access,
+                access: auth::management_access,
                 protected: Protected::default(),
                 reject: super::reject_request,
-            });
-            router.layer(axum::middleware::from_fn_with_state(guard, Guard::check))
-        }
+            },
+        ),
         _ => router,
     };
     router.with_state(state)

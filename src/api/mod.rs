@@ -19,7 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::AppState;
-use crate::auth::{Guard, GuardParts, Protected, Rejection};
+use crate::auth::{self, GuardParts, Protected, Rejection};
 use error::ApiError;
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
@@ -51,22 +51,25 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // After every route and the fallbacks, so that it covers them all; not installed when off.
-    let auth = &state.config.auth;
+    let settings = &state.config.auth;
     if let Some(store) = state
         .auth
         .clone()
-        .filter(|_| auth.enabled || auth.callbacks_protected)
+        .filter(|_| settings.enabled || settings.callbacks_protected)
     {
-        let guard = Guard::new(GuardParts {
-            store,
-            access: crate::auth::api_access,
-            protected: Protected {
-                api: auth.enabled,
-                callbacks: auth.callbacks_protected,
+        let protected = Protected {
+            api: settings.enabled,
+            callbacks: settings.callbacks_protected,
+        };
+        router = auth::protect(
+            router,
+            GuardParts {
+                store,
+                access: auth::api_access,
+                protected,
+                reject: reject_request,
             },
-            reject: reject_request,
-        });
-        router = router.layer(axum::middleware::from_fn_with_state(guard, Guard::check));
+        );
     }
     router
         .layer(DefaultBodyLimit::max(body_limit))

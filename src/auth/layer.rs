@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -33,7 +34,7 @@ pub enum Rejection {
     InsufficientScope(Access),
 }
 
-/// The access rule of a router and the store it checks against.
+/// The access rule of a router, the store it checks against and how it answers a refusal.
 pub struct GuardParts {
     pub store: Arc<TokenStore>,
     pub access: fn(&Method, Option<&str>, &Protected) -> Access,
@@ -49,16 +50,24 @@ pub struct Protected {
     pub callbacks: bool,
 }
 
-/// The middleware's state: `axum::middleware::from_fn_with_state(guard, Guard::check)`.
+/// Installs the check on every route and fallback `router` has so far: call it after the last
+/// route is added.
+pub fn protect<S>(router: Router<S>, parts: GuardParts) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(axum::middleware::from_fn_with_state(
+        Guard(Arc::new(parts)),
+        Guard::check,
+    ))
+}
+
+/// The middleware's state.
 #[derive(Clone)]
-pub struct Guard(Arc<GuardParts>);
+struct Guard(Arc<GuardParts>);
 
 impl Guard {
-    pub fn new(parts: GuardParts) -> Guard {
-        Guard(Arc::new(parts))
-    }
-
-    pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
         let matched = request
             .extensions()
             .get::<MatchedPath>()

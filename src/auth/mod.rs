@@ -17,7 +17,7 @@ use std::time::Duration;
 use ring::digest;
 use tokio_util::sync::CancellationToken;
 
-pub use layer::{Access, Guard, GuardParts, Protected, Rejection, api_access, management_access};
+pub use layer::{Access, GuardParts, Protected, Rejection, api_access, management_access, protect};
 pub use tokens::{MAX_FILE_BYTES, Scope, Scopes, TokenFileError, TokenSet};
 
 use crate::support::{read, write};
