@@ -32,7 +32,8 @@ pub struct TokenStore {
 
 struct Loaded {
     tokens: Arc<TokenSet>,
-    /// SHA-256 of the file's bytes: a reload that finds the same content changes nothing.
+    /// SHA-256 of the file's bytes last read, accepted or refused: a reload that finds the same
+    /// content changes nothing (and a refused file is logged once, not at every interval).
     content: [u8; 32],
 }
 
@@ -68,7 +69,7 @@ impl TokenStore {
     }
 
     /// Reads the file again and replaces the tokens if its content changed. On any error the
-    /// tokens in force stay as they are.
+    /// tokens in force stay as they are; the same refused content again is `Unchanged`.
     pub async fn reload(&self) -> Result<Reloaded, TokenFileError> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.path.clone();
@@ -80,12 +81,12 @@ impl TokenStore {
         if read(&self.current).content == content {
             return Ok(Reloaded::Unchanged);
         }
-        let tokens = parse(&bytes)?;
+        let parsed = parse(&bytes);
+        let mut current = write(&self.current);
+        current.content = content;
+        let tokens = parsed?;
         let count = tokens.len();
-        *write(&self.current) = Loaded {
-            tokens: Arc::new(tokens),
-            content,
-        };
+        current.tokens = Arc::new(tokens);
         Ok(Reloaded::Replaced { tokens: count })
     }
 

@@ -183,6 +183,8 @@ async fn a_reload_replaces_the_tokens_and_a_bad_file_keeps_them() {
         Err(TokenFileError::Line { line: 1, .. })
     ));
     assert_eq!(store.scopes_of("new"), Some(Scopes::of(&[Scope::Invoke])));
+    // The same bad content is not reported again at every interval.
+    assert_eq!(store.reload().await, Ok(Reloaded::Unchanged));
 
     file.write(&"#".repeat(MAX_FILE_BYTES as usize + 1));
     assert_eq!(store.reload().await, Err(TokenFileError::TooLarge));
