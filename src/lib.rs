@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod autoscaler;
 pub mod config;
 pub mod deploy;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::RateLimiter;
 use crate::api::management::Health;
+use crate::auth::TokenStore;
 use crate::autoscaler::Autoscaler;
 use crate::config::{Config, DeploymentBackend};
 use crate::deploy::container_local::ContainerLocalProvider;
@@ -70,6 +72,8 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub runtime_config: Arc<RuntimeConfigService>,
     pub health: Arc<Health>,
+    /// The bearer tokens, when any surface is protected; `reload()` is the reload handle.
+    pub auth: Option<Arc<TokenStore>>,
 }
 
 /// The assembled control plane, not yet listening.
@@ -133,6 +137,14 @@ impl App {
             metrics.add_section(autoscaler.clone());
             autoscaler
         });
+        let auth = match &config.auth.tokens_file {
+            Some(path) if config.auth.any() => {
+                Some(Arc::new(TokenStore::load(path).with_context(|| {
+                    format!("loading the token file {}", path.display())
+                })?))
+            }
+            _ => None,
+        };
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -141,6 +153,7 @@ impl App {
             metrics,
             runtime_config,
             health: Arc::new(Health::default()),
+            auth,
         }));
         Ok(App {
             api: api::router(state.clone()),
@@ -242,6 +255,9 @@ impl BoundApp {
         let stop_rest = CancellationToken::new();
 
         let janitor = tokio::spawn(run_janitor(state.clone(), stop_rest.clone()));
+        if let Some(tokens) = state.auth.clone() {
+            tokio::spawn(tokens.watch(state.config.auth.reload_interval, stop_rest.clone()));
+        }
         let api_server = tokio::spawn(server::serve(
             api,
             app.api,

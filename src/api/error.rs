@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::{Access, Rejection};
 use crate::deploy::DeployError;
 use crate::invocation::InvokeError;
 use crate::queue::RejectReason;
@@ -16,6 +17,12 @@ pub enum ApiError {
     Validation(Vec<String>),
     #[error("{0}")]
     BadRequest(String),
+    /// No token, or one that is not in the token file: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{}", unauthorized_message(.invalid_token))]
+    Unauthorized { invalid_token: bool },
+    /// A known token without the scope the route needs.
+    #[error("This operation needs a token with the {scope} scope")]
+    Forbidden { scope: &'static str },
     #[error("{0}")]
     NotFound(String),
     /// No route matches the path (the framework's 404 in Java, REFERENCE §1.4).
@@ -64,6 +71,14 @@ pub enum ApiError {
     Internal,
 }
 
+fn unauthorized_message(invalid_token: &bool) -> &'static str {
+    if *invalid_token {
+        "Invalid bearer token"
+    } else {
+        "Authentication required: send Authorization: Bearer <token>"
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -76,6 +91,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -102,6 +119,8 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => "VALIDATION_ERROR",
             ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::Unauthorized { .. } => "UNAUTHORIZED",
+            ApiError::Forbidden { .. } => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             // Errors the Java service left to Spring carry Spring's `"<code> <REASON>"` (§1.4).
             ApiError::RouteNotFound(_) => "404 NOT_FOUND",
@@ -123,6 +142,23 @@ impl ApiError {
             ApiError::ImageRegistryUnavailable(_) => "IMAGE_REGISTRY_UNAVAILABLE",
             ApiError::BadGateway(_) => "BAD_GATEWAY",
             ApiError::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3): bare for a missing token, with the error
+    /// code for a bad token or a missing scope.
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Unauthorized {
+                invalid_token: false,
+            } => Some(r#"Bearer realm="nanofaas""#),
+            ApiError::Unauthorized {
+                invalid_token: true,
+            } => Some(r#"Bearer realm="nanofaas", error="invalid_token""#),
+            ApiError::Forbidden { .. } => {
+                Some(r#"Bearer realm="nanofaas", error="insufficient_scope""#)
+            }
+            _ => None,
         }
     }
 
@@ -173,6 +209,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let ApiError::SyncQueueRejected { reason, .. } = &self {
             response.headers_mut().insert(
                 "X-Queue-Reject-Reason",
@@ -222,6 +264,25 @@ impl From<InvokeError> for ApiError {
             } => ApiError::SyncQueueRejected {
                 reason,
                 retry_after_seconds,
+            },
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Missing => ApiError::Unauthorized {
+                invalid_token: false,
+            },
+            Rejection::Invalid => ApiError::Unauthorized {
+                invalid_token: true,
+            },
+            Rejection::InsufficientScope(access) => ApiError::Forbidden {
+                scope: match access {
+                    Access::Scope(scope) => scope.as_str(),
+                    Access::AdminOrInvoke | Access::Open => "admin or invoke",
+                },
             },
         }
     }

@@ -11,6 +11,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::{self, GuardParts, Protected};
 
 const ACTUATOR_JSON: &str = "application/vnd.spring-boot.actuator.v3+json";
 
@@ -31,7 +32,7 @@ impl Health {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/actuator", get(links))
         .route("/actuator/health", get(health))
         .route("/actuator/health/liveness", get(liveness))
@@ -40,8 +41,20 @@ pub fn router(state: AppState) -> Router {
         .fallback(|uri: axum::http::Uri| async move {
             super::error::ApiError::RouteNotFound(uri.path().to_owned())
         })
-        .method_not_allowed_fallback(|| async { super::error::ApiError::MethodNotAllowed })
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { super::error::ApiError::MethodNotAllowed });
+    let router = match state.auth.clone() {
+        Some(store) if state.config.auth.metrics_protected => auth::protect(
+            router,
+            GuardParts {
+                store,
+                access: auth::management_access,
+                protected: Protected::default(),
+                reject: super::reject_request,
+            },
+        ),
+        _ => router,
+    };
+    router.with_state(state)
 }
 
 /// Spring's actuator media type, or plain `application/json` when the client asks for that one

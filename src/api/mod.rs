@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::AppState;
+use crate::auth::{self, GuardParts, Protected, Rejection};
 use error::ApiError;
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
@@ -65,9 +66,31 @@ fn callback_routes() -> Router<AppState> {
 /// request tracing.
 fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.config.max_request_body_bytes;
-    router
+    let mut router = router
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // After every route and the fallbacks, so that it covers them all; not installed when off.
+    let settings = &state.config.auth;
+    if let Some(store) = state
+        .auth
+        .clone()
+        .filter(|_| settings.enabled || settings.callbacks_protected)
+    {
+        let protected = Protected {
+            api: settings.enabled,
+            callbacks: settings.callbacks_protected,
+        };
+        router = auth::protect(
+            router,
+            GuardParts {
+                store,
+                access: auth::api_access,
+                protected,
+                reject: reject_request,
+            },
+        );
+    }
+    router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -79,6 +102,11 @@ fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// Authentication rejections answer through the one error mapping.
+pub(crate) fn reject_request(rejection: Rejection) -> Response {
+    ApiError::from(rejection).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::duration::parse_duration;
-use super::{ConfigError, DeploymentBackend, HostRule};
+use super::{AuthConfig, ConfigError, DeploymentBackend, HostRule};
 
 /// Every environment variable name a property key is read from, canonical first.
 pub fn env_names(key: &str) -> Vec<String> {
@@ -266,5 +266,25 @@ impl Reader<'_> {
                 _ => Err(Self::fail(name, value, "expected k8s or container-local")),
             },
         }
+    }
+
+    pub(super) fn auth(&self) -> Result<AuthConfig, ConfigError> {
+        let auth = AuthConfig {
+            enabled: self.bool("nanofaas.auth.enabled", false)?,
+            tokens_file: self.string("nanofaas.auth.tokens-file").map(Into::into),
+            reload_interval: self
+                .positive_duration("nanofaas.auth.reload-interval", Duration::from_secs(10))?,
+            metrics_protected: self.bool("nanofaas.auth.metrics-protected", false)?,
+            callbacks_protected: self.bool("nanofaas.auth.callbacks-protected", false)?,
+        };
+        if auth.any() && auth.tokens_file.is_none() {
+            let name = env_names("nanofaas.auth.tokens-file").remove(0);
+            return Err(Self::fail(
+                name,
+                String::new(),
+                "required when authentication, metrics or callback protection is enabled",
+            ));
+        }
+        Ok(auth)
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -180,6 +181,29 @@ pub struct ListenerConfig {
     pub management_max_connections: usize,
 }
 
+/// Bearer-token authentication (`nanofaas.auth.*`, docs/security.md). Each switch protects one
+/// surface; all are off by default, as the Java service had no authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// The API routes need a token (`admin` or `invoke` scope by route).
+    pub enabled: bool,
+    /// The SHA-256 token file; required when any switch is on.
+    pub tokens_file: Option<PathBuf>,
+    /// How often the token file is read again for changes.
+    pub reload_interval: Duration,
+    /// The Prometheus scrape needs a token with the `metrics` scope.
+    pub metrics_protected: bool,
+    /// Runtime callbacks need a token with the `callback` scope (stock runtimes send none).
+    pub callbacks_protected: bool,
+}
+
+impl AuthConfig {
+    /// Whether any surface is protected (the token file is loaded only then).
+    pub fn any(&self) -> bool {
+        self.enabled || self.metrics_protected || self.callbacks_protected
+    }
+}
+
 /// The whole configuration, resolved and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -214,6 +238,7 @@ pub struct Config {
     pub k8s: KubernetesConfig,
     pub scaling: AutoscalerConfig,
     pub container_local: ContainerLocalConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -384,6 +409,7 @@ impl Config {
                     .string("nanofaas.container-local.instance")
                     .unwrap_or_else(|| "default".to_owned()),
             },
+            auth: r.auth()?,
         };
         Ok(config)
     }

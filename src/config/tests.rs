@@ -296,3 +296,31 @@ fn ssrf_allowed_cidrs_take_networks_and_addresses_not_names() {
     let e = config(&[("NANOFAAS_SSRF_ALLOWED_CIDRS", "metadata.internal")]).unwrap_err();
     assert_eq!(e.variable, "NANOFAAS_SSRF_ALLOWED_CIDRS");
 }
+
+#[test]
+fn auth_is_off_by_default_and_needs_a_token_file_when_on() {
+    let auth = config(&[]).unwrap().auth;
+    assert!(!auth.any());
+    assert_eq!(auth.reload_interval, Duration::from_secs(10));
+    for switch in [
+        "NANOFAAS_AUTH_ENABLED",
+        "NANOFAAS_AUTH_METRICS_PROTECTED",
+        "NANOFAAS_AUTH_CALLBACKS_PROTECTED",
+    ] {
+        let e = config(&[(switch, "true")]).unwrap_err();
+        assert_eq!(e.variable, "NANOFAAS_AUTH_TOKENS_FILE", "{switch}");
+    }
+    let auth = config(&[
+        ("NANOFAAS_AUTH_ENABLED", "true"),
+        ("NANOFAAS_AUTH_TOKENS_FILE", " /etc/nanofaas/tokens "),
+        ("NANOFAAS_AUTH_RELOAD_INTERVAL", "2s"),
+    ])
+    .unwrap()
+    .auth;
+    assert!(auth.enabled && !auth.metrics_protected && !auth.callbacks_protected);
+    assert_eq!(
+        auth.tokens_file.as_deref(),
+        Some(std::path::Path::new("/etc/nanofaas/tokens"))
+    );
+    assert_eq!(auth.reload_interval, Duration::from_secs(2));
+}

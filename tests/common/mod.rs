@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nanofaas_control_plane::App;
 use nanofaas_control_plane::config::Config;
+use nanofaas_control_plane::{App, AppState};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
@@ -26,6 +26,8 @@ pub struct TestApp {
     /// The runtime-callback listener, when the test configured one.
     pub callbacks: Option<String>,
     pub client: reqwest::Client,
+    /// The app's handles (e.g. the token store's reload handle).
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -57,6 +59,7 @@ impl TestApp {
             .bind()
             .await
             .expect("binds");
+        let state = bound.state().clone();
         let base = format!("http://{}", bound.api_addr);
         let management = format!("http://{}", bound.management_addr);
         let callbacks = bound.callback_addr.map(|a| format!("http://{a}"));
@@ -69,6 +72,7 @@ impl TestApp {
             management,
             callbacks,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            state,
             shutdown: Some(tx),
             server: Some(server),
         }
