@@ -6,6 +6,7 @@ pub mod extract;
 pub mod functions;
 pub mod invocations;
 pub mod management;
+pub mod openapi;
 pub mod runtime_config;
 
 use std::any::Any;
@@ -34,7 +35,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/functions/{name}",
             get(functions::get)
                 .delete(functions::delete)
-                .post(invocations::function_action),
+                .post(invocations::function_action)
+                .fallback(functions::name_method_not_allowed),
         )
         .route(
             "/v1/functions/{name}/replicas",
@@ -42,7 +44,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/executions/{id}", get(invocations::get_execution))
         .route("/v1/internal/executions/{id}", post(invocations::complete))
-        .route("/modules/build-metadata", get(management::build_metadata));
+        .route("/modules/build-metadata", get(management::build_metadata))
+        .route("/v3/api-docs", {
+            let doc = bytes::Bytes::from(openapi::document_json(
+                state.config.admin_runtime_config_enabled,
+            ));
+            get(move || openapi::api_docs(doc.clone()))
+        });
     if state.config.admin_runtime_config_enabled {
         router = router.merge(runtime_config::router());
     }
