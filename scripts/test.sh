@@ -40,6 +40,8 @@ if [ "${CI:-}" = "true" ] || docker info >/dev/null 2>&1; then
 fi
 echo "== Kubernetes manifests (offline schema validation)"
 scripts/validate-k8s.sh
+echo "== schemathesis against the binary, with the document it serves at /v3/api-docs"
+scripts/schemathesis.sh
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

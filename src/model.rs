@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::support::schema;
 
 use crate::support::StringTracker;
 
@@ -58,7 +61,7 @@ pub fn json_null() -> Json {
 }
 
 /// `{"code": ..., "message": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
@@ -74,7 +77,7 @@ impl ErrorInfo {
 }
 
 /// Lifecycle state of an execution (REFERENCE §2.5); serialised lower-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionState {
     Queued,
@@ -93,8 +96,8 @@ impl ExecutionState {
     }
 }
 
-/// `status` of an InvocationResponse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `status` of an InvocationResponse: `queued` only from `:enqueue`, `timeout` only with 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InvocationStatus {
     Success,
@@ -103,27 +106,42 @@ pub enum InvocationStatus {
     Queued,
 }
 
-/// Body of `:invoke` and `:enqueue` answers.
-#[derive(Debug, Clone, Serialize)]
+/// Body of `:invoke` and `:enqueue` answers. Every field is written, nulls included.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvocationResponse {
+    #[schema(value_type = String)]
     pub execution_id: Arc<str>,
     pub status: InvocationStatus,
+    /// The function's output (any JSON, `null` unless `status` is `success`).
+    #[schema(schema_with = any_output, required)]
     pub output: Option<Json>,
+    #[schema(required)]
     pub error: Option<ErrorInfo>,
 }
 
-/// Body of `GET /v1/executions/{id}`.
-#[derive(Debug, Clone, Serialize)]
+fn any_output() -> utoipa::openapi::schema::Schema {
+    schema::any_json("The function's output: any JSON value, null when there is none")
+}
+
+/// Body of `GET /v1/executions/{id}`. Every field is written, nulls included.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionStatus {
+    #[schema(value_type = String)]
     pub execution_id: Arc<str>,
     pub status: ExecutionState,
+    /// ISO-8601 UTC instant, as Java's `Instant.toString` writes it.
+    #[schema(format = DateTime, required)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime, required)]
     pub finished_at: Option<String>,
+    #[schema(schema_with = any_output, required)]
     pub output: Option<Json>,
+    #[schema(required)]
     pub error: Option<ErrorInfo>,
     pub cold_start: bool,
+    #[schema(required)]
     pub init_duration_ms: Option<i64>,
 }
 
@@ -162,16 +180,53 @@ impl From<Option<ColdStart>> for StartKind {
 /// Body of `POST /v1/internal/executions/{id}:complete`, read tolerantly (DECISIONS 5): the Java
 /// shape `{success, output, error}`, a `status` string instead of `success`, or neither (success
 /// unless `error` is present). Unknown fields are ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CallbackBody {
     #[serde(default, deserialize_with = "lenient_opt_bool")]
+    #[schema(schema_with = callback_success)]
     pub success: Option<bool>,
+    /// `SUCCESS`, `ERROR` or `TIMEOUT` (any case) when `success` is absent; other values are
+    /// read as absent.
     #[serde(default)]
+    #[schema(nullable)]
     pub status: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = any_output)]
     pub output: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "callback_error")]
+    #[schema(schema_with = callback_error_schema)]
     pub error: Option<ErrorInfo>,
+}
+
+fn callback_success() -> utoipa::openapi::schema::Schema {
+    schema::boolean(
+        "Whether the attempt succeeded; when absent, `status` decides, else the absence of `error`",
+    )
+}
+
+/// What `callback_error` reads: an object with optional string `code`/`message`, a bare string
+/// (the message), or null.
+fn callback_error_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    let text = || {
+        AnyOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+    };
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("code", text())
+                .property("message", text()),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "The failure: `{code, message}` (both optional) or a bare message",
+        ))
+        .build()
+        .into()
 }
 
 impl CallbackBody {
@@ -237,12 +292,13 @@ fn callback_error<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrorInfo>, 
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum E {
-        Obj(Partial),
+        // Not `Partial` itself: serde would also read it from an array (`[null, null]`).
+        Obj(crate::support::lenient::ObjectOnly<Partial>),
         Text(String),
     }
     Ok(match Option::<E>::deserialize(d)? {
-        None => None,
-        Some(E::Obj(p)) => Some(ErrorInfo::new(
+        None | Some(E::Obj(crate::support::lenient::ObjectOnly(None))) => None,
+        Some(E::Obj(crate::support::lenient::ObjectOnly(Some(p)))) => Some(ErrorInfo::new(
             p.code.unwrap_or_else(|| "FUNCTION_ERROR".to_owned()),
             p.message.unwrap_or_default(),
         )),

@@ -79,11 +79,18 @@ fn unauthorized_message(invalid_token: &bool) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The error body of every API error (DECISIONS 2).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
+    /// A code such as `NOT_FOUND`, `VALIDATION_ERROR`, `RATE_LIMITED`, or Spring's
+    /// `"<status> <REASON>"` for framework errors (`405 METHOD_NOT_ALLOWED`).
+    #[schema(value_type = String)]
     error: &'a str,
     message: String,
+    /// Validation failures only: `"<field>: <message>"` each.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, nullable = false)]
     details: Option<&'a [String]>,
 }
 

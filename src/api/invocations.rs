@@ -10,22 +10,91 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{
     Segment, attempt_header, body_bytes, json_body, json_object, timeout_header, token_header,
 };
 use super::functions::require_name;
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, TooManyRequests, Unauthorized,
+    UnsupportedMediaType,
+};
 use crate::AppState;
 use crate::invocation::InvokeInput;
-use crate::model::{CallbackBody, InvocationResponse, InvocationStatus, compact};
+use crate::model::{CallbackBody, ExecutionStatus, InvocationResponse, InvocationStatus, compact};
+use crate::support::schema;
 
 /// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
-#[derive(Deserialize)]
-struct InvocationRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct InvocationRequest {
     #[serde(default)]
+    #[schema(schema_with = input_schema, required)]
     input: Option<Box<RawValue>>,
     #[serde(default)]
+    #[schema(schema_with = metadata_schema)]
     metadata: Option<Box<RawValue>>,
+}
+
+/// Any JSON value but null (`false`, `0`, `""`, `[]`, `{}` are inputs).
+fn input_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    let kinds = [
+        Type::Object,
+        Type::Array,
+        Type::String,
+        Type::Number,
+        Type::Boolean,
+    ];
+    kinds
+        .into_iter()
+        .fold(AnyOfBuilder::new(), |b, t| {
+            b.item(ObjectBuilder::new().schema_type(t))
+        })
+        .description(Some("The function's input: any JSON value except null"))
+        .build()
+        .into()
+}
+
+fn metadata_schema() -> utoipa::openapi::schema::Schema {
+    schema::string_map("Metadata forwarded with the invocation (scalar values become strings)")
+}
+
+/// The optional headers `:invoke` and `:enqueue` read (documentation: `token_header` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct KeyHeaders {
+    /// Deduplicates invocations of this function for 5 minutes; blank is absent.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        max_length = 1024,
+        pattern = "^[\t -~]*$"
+    )]
+    idempotency_key: String,
+    /// Forwarded to the function.
+    #[param(
+        rename = "X-Trace-Id",
+        required = false,
+        max_length = 1024,
+        pattern = "^[\t -~]*$"
+    )]
+    trace_id: String,
+}
+
+/// `:invoke`'s wait (documentation: `timeout_header` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct WaitHeader {
+    /// Milliseconds this request waits (0 or less: not at all); default the function's
+    /// `timeoutMs`. An integer (the header's text, so a string schema).
+    #[param(
+        rename = "X-Timeout-Ms",
+        required = false,
+        pattern = "^[ \t]*[+-]?[0-9]{1,18}[ \t]*$"
+    )]
+    timeout_ms: String,
 }
 
 /// The function name and request of `:invoke` / `:enqueue`, validated.
@@ -83,7 +152,8 @@ fn split_action(segment: &str) -> Option<(&str, &str)> {
     segment.rsplit_once(':')
 }
 
-/// `POST /v1/functions/{name}:invoke` and `POST /v1/functions/{name}:enqueue`.
+/// `POST /v1/functions/{name}:invoke` and `POST /v1/functions/{name}:enqueue` (documented as
+/// [`invoke`] and [`enqueue`]); any other action is 405.
 pub async fn function_action(
     State(state): State<AppState>,
     Segment(segment): Segment,
@@ -93,15 +163,7 @@ pub async fn function_action(
     let (name, sync) = match split_action(&segment) {
         Some((name, "invoke")) => (name, true),
         Some((name, "enqueue")) => (name, false),
-        // POST serves only the actions; the path itself is a function's (GET, DELETE).
-        _ => {
-            let mut response = ApiError::MethodNotAllowed.into_response();
-            response.headers_mut().insert(
-                axum::http::header::ALLOW,
-                HeaderValue::from_static("GET,HEAD,DELETE"),
-            );
-            return Ok(response);
-        }
+        _ => return Ok(super::functions::method_not_allowed(&segment)),
     };
     let input = invoke_input(name, &headers, body)?;
     if sync {
@@ -111,6 +173,35 @@ pub async fn function_action(
     }
 }
 
+/// Invoke a function and wait for its result (scope `invoke`).
+#[utoipa::path(
+    post, path = "/v1/functions/{name}:invoke", tag = "invocations",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "Function name (may itself contain `:`)", pattern = "\\S"),
+        KeyHeaders,
+        WaitHeader,
+    ),
+    request_body = InvocationRequest,
+    responses(
+        (status = 200, description = "Finished: `success`, or `error` with `error` set", body = InvocationResponse,
+         headers(("X-Execution-Id" = String, description = "The execution's id"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, description = "The wait elapsed: `status` is `timeout` (DECISIONS 1)", body = InvocationResponse,
+         headers(("X-Execution-Id" = String, description = "The execution's id"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, description = "`RATE_LIMITED`, `QUEUE_FULL`, or `SYNC_QUEUE_REJECTED` (sync-queue admission)", body = ErrorBody,
+         headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying"),
+            ("X-Queue-Reject-Reason" = String, description = "`depth`, `est_wait` or `timeout` (SYNC_QUEUE_REJECTED only)"),
+         )),
+        (status = 503, response = Overloaded),
+    ),
+)]
 async fn invoke(
     state: AppState,
     name: &str,
@@ -128,6 +219,28 @@ async fn invoke(
     Ok(invocation_response(status, &result.response, true))
 }
 
+/// Enqueue an invocation (scope `invoke`); poll its execution for the result.
+#[utoipa::path(
+    post, path = "/v1/functions/{name}:enqueue", tag = "invocations",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "Function name (may itself contain `:`)", pattern = "\\S"),
+        KeyHeaders,
+    ),
+    request_body = InvocationRequest,
+    responses(
+        (status = 202, description = "Queued (a replay answers the original id, `queued`)", body = InvocationResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 501, description = "`NOT_IMPLEMENTED`: the async queue is disabled (the message names the variable)", body = ErrorBody),
+        (status = 503, response = Overloaded),
+    ),
+)]
 async fn enqueue(state: AppState, name: &str, input: InvokeInput) -> Result<Response, ApiError> {
     let execution_id = state.invocations.invoke_async(name, input).await?;
     let response = InvocationResponse {
@@ -153,7 +266,19 @@ fn invocation_response(
     response
 }
 
-/// `GET /v1/executions/{executionId}`.
+/// An execution's status and result (scope `invoke`).
+#[utoipa::path(
+    get, path = "/v1/executions/{executionId}", tag = "invocations",
+    security((), ("bearer" = [])),
+    params(("executionId" = String, Path, description = "Execution id", pattern = "\\S")),
+    responses(
+        (status = 200, description = "The execution (terminal states never change)", body = ExecutionStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get_execution(
     State(state): State<AppState>,
     Segment(id): Segment,
@@ -171,7 +296,22 @@ pub async fn get_execution(
     Ok(Json(status).into_response())
 }
 
-/// `POST /v1/internal/executions/{executionId}:complete`.
+/// A runtime reports an attempt's result. Unknown, stale and duplicate completions are answered
+/// 204 and change nothing (DECISIONS 5). Not behind authentication (runtimes hold no token).
+#[utoipa::path(
+    post, path = "/v1/internal/executions/{executionId}:complete", tag = "runtime",
+    params(
+        ("executionId" = String, Path, description = "Execution id (may be percent-encoded)", pattern = "\\S"),
+        ("X-Dispatch-Attempt" = Option<String>, Header, description = "The attempt this result is for; absent or not a positive integer: the current one"),
+    ),
+    request_body(content = CallbackBody, content_type = "application/json",
+                 description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 204, description = "Accepted (or ignored)"),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+    ),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     Segment(segment): Segment,

@@ -158,6 +158,11 @@ async fn links(headers: HeaderMap) -> Response {
     )
 }
 
+/// Build metadata module marker (E13).
+#[utoipa::path(
+    get, path = "/modules/build-metadata", tag = "meta",
+    responses((status = 200, description = "`{\"module\":\"build-metadata\",\"status\":\"enabled\"}`", body = Object)),
+)]
 pub async fn build_metadata() -> Response {
     axum::Json(json!({"module": "build-metadata", "status": "enabled"})).into_response()
 }

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod functions;
 pub mod invocations;
 pub mod management;
+pub mod openapi;
 pub mod runtime_config;
 
 use std::any::Any;
@@ -35,14 +36,21 @@ pub fn router(state: AppState) -> Router {
             "/v1/functions/{name}",
             get(functions::get)
                 .delete(functions::delete)
-                .post(invocations::function_action),
+                .post(invocations::function_action)
+                .fallback(functions::name_method_not_allowed),
         )
         .route(
             "/v1/functions/{name}/replicas",
             put(functions::set_replicas),
         )
         .route("/v1/executions/{id}", get(invocations::get_execution))
-        .route("/modules/build-metadata", get(management::build_metadata));
+        .route("/modules/build-metadata", get(management::build_metadata))
+        .route("/v3/api-docs", {
+            let doc = bytes::Bytes::from(openapi::document_json(
+                state.config.admin_runtime_config_enabled,
+            ));
+            get(move || openapi::api_docs(doc.clone()))
+        });
     if state.config.callback_port.is_none() {
         router = router.merge(callback_routes());
     }

@@ -7,12 +7,14 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::limits::DEFAULT_MIN_REPLICAS;
 use super::request::ScalingConfigRequest;
 use crate::support::lenient::lenient_string;
+use crate::support::schema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ExecutionMode {
     Local,
@@ -30,7 +32,7 @@ impl fmt::Display for ExecutionMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RuntimeMode {
     Http,
@@ -48,7 +50,7 @@ impl fmt::Display for RuntimeMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ScalingStrategy {
     Hpa,
@@ -56,7 +58,7 @@ pub enum ScalingStrategy {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConcurrencyControlMode {
     Fixed,
@@ -81,24 +83,46 @@ impl ConcurrencyControlMode {
 }
 
 /// `resources`: passed to the backend as given (no defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceSpec {
     #[serde(default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = cpu_schema)]
     pub cpu: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = memory_schema)]
     pub memory: Option<String>,
+}
+
+fn cpu_schema() -> utoipa::openapi::schema::Schema {
+    schema::string("Kubernetes CPU quantity (e.g. 250m)")
+}
+fn memory_schema() -> utoipa::openapi::schema::Schema {
+    schema::string("Kubernetes memory quantity (e.g. 256Mi)")
 }
 
 /// One scaling metric, kept as given: its readers decide what a missing type or target means
 /// (`limits::FALLBACK_METRIC_TARGET`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScalingMetric {
     #[serde(rename = "type", default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = metric_type)]
     pub kind: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = metric_target)]
     pub target: Option<String>,
     #[serde(default, alias = "resource", deserialize_with = "lenient_string")]
+    #[schema(schema_with = metric_query)]
     pub query: Option<String>,
+}
+
+fn metric_type() -> utoipa::openapi::schema::Schema {
+    schema::string("`queue_depth`, `in_flight` or `rps` for the INTERNAL strategy; any for HPA")
+}
+fn metric_target() -> utoipa::openapi::schema::Schema {
+    schema::string("Target value; not a number reads as 50")
+}
+fn metric_query() -> utoipa::openapi::schema::Schema {
+    schema::string("Metric query; also read from `resource`")
 }
 
 /// A function spec with every default applied (REFERENCE §2.2).

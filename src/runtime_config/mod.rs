@@ -15,19 +15,24 @@ use crate::config::{Config, format_iso_duration, parse_iso_duration};
 use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::support::lenient::{lenient_bool, lenient_int, lenient_string};
-use crate::support::lock;
+use crate::support::{lock, schema};
 
 /// The live settings (GET body; `effectiveConfig` of a PATCH answer).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RuntimeConfigSnapshot)]
 pub struct Snapshot {
     pub revision: u64,
     pub rate_max_per_second: u64,
     pub sync_queue_enabled: bool,
     pub sync_queue_admission_enabled: bool,
+    /// ISO-8601 duration.
     #[serde(serialize_with = "iso")]
+    #[schema(value_type = String)]
     pub sync_queue_max_estimated_wait: Duration,
+    /// ISO-8601 duration.
     #[serde(serialize_with = "iso")]
+    #[schema(value_type = String)]
     pub sync_queue_max_queue_wait: Duration,
     pub sync_queue_retry_after_seconds: u32,
 }
@@ -36,26 +41,57 @@ fn iso<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_iso_duration(*d))
 }
 
-/// A PATCH / validate request as received: durations are ISO-8601 strings.
-#[derive(Debug, Default, Deserialize)]
+/// A PATCH / validate request as received: durations are ISO-8601 strings. The values are
+/// checked together with the current ones (422 when the result is invalid, e.g.
+/// `syncQueueMaxEstimatedWait > syncQueueMaxQueueWait`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RuntimeConfigPatchRequest)]
 pub struct PatchRequest {
     #[serde(default, deserialize_with = "lenient_int")]
+    #[schema(schema_with = expected_revision)]
     pub expected_revision: Option<i64>,
     #[serde(default, deserialize_with = "lenient_int")]
+    #[schema(schema_with = rate_max_per_second)]
     pub rate_max_per_second: Option<i64>,
     #[serde(default, deserialize_with = "lenient_bool")]
+    #[schema(schema_with = switch)]
     pub sync_queue_enabled: Option<bool>,
     #[serde(default, deserialize_with = "lenient_bool")]
+    #[schema(schema_with = switch)]
     pub sync_queue_admission_enabled: Option<bool>,
     // Jackson binds a number to these String fields as its text (`5` → "5"), which then fails
     // as a duration with the field/value error body (REFERENCE §5.4), not as an unreadable body.
     #[serde(default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = duration)]
     pub sync_queue_max_estimated_wait: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
+    #[schema(schema_with = duration)]
     pub sync_queue_max_queue_wait: Option<String>,
     #[serde(default, deserialize_with = "lenient_int")]
+    #[schema(schema_with = retry_after_seconds)]
     pub sync_queue_retry_after_seconds: Option<i64>,
+}
+
+fn expected_revision() -> utoipa::openapi::schema::Schema {
+    schema::int(
+        i64::MIN,
+        i64::MAX,
+        18,
+        "Required by PATCH (400 without), ignored by validate",
+    )
+}
+fn rate_max_per_second() -> utoipa::openapi::schema::Schema {
+    schema::int(1, i64::MAX, 18, "Global invocations per second")
+}
+fn switch() -> utoipa::openapi::schema::Schema {
+    schema::boolean("A module switch")
+}
+fn duration() -> utoipa::openapi::schema::Schema {
+    schema::iso_duration("ISO-8601 duration, positive (400 when unreadable)")
+}
+fn retry_after_seconds() -> utoipa::openapi::schema::Schema {
+    schema::int(1, 86_400, 4, "`Retry-After` of sync-queue rejections")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +107,9 @@ pub enum PatchError {
 }
 
 /// The result of an applied PATCH.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RuntimeConfigPatchResponse)]
 pub struct Applied {
     pub revision: u64,
     pub effective_config: Snapshot,

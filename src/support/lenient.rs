@@ -5,6 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+/// The floats read as an `i64`: strictly between -2^63 and 2^63. (An integer just beyond the
+/// i64 range reaches us as the float ±2^63, so the ends are excluded; i64::MIN itself is read
+/// as an integer.)
+fn in_i64_range(f: f64) -> bool {
+    const BOUND: f64 = (1u64 << 63) as f64;
+    f > -BOUND && f < BOUND
+}
+
 /// Integers as Jackson reads them: a number (a fraction is truncated, as Jackson's
 /// `ACCEPT_FLOAT_AS_INT` does: `1.9` → 1), or a string holding an integer.
 pub fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
@@ -15,7 +23,7 @@ pub fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
         Some(serde_json::Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 Ok(Some(i))
-            } else if let Some(f) = n.as_f64().filter(|f| f.abs() < 9.0e18) {
+            } else if let Some(f) = n.as_f64().filter(|f| in_i64_range(*f)) {
                 Ok(Some(f.trunc() as i64))
             } else {
                 Err(D::Error::custom(format!("expected an integer, got {n}")))
@@ -145,5 +153,64 @@ fn kind_of(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A nested object (or null), and never an array: serde's derived struct readers also take a
+/// JSON array of the field values in order, which Jackson refuses for an object (400).
+pub fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    ObjectOnly::<T>::deserialize(d).map(|o| o.0)
+}
+
+/// A list of objects (null items kept as `None`), or null; see [`object_only`].
+pub fn object_only_list<'de, D, T>(d: D) -> Result<Option<Vec<Option<T>>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let list = Option::<Vec<ObjectOnly<T>>>::deserialize(d)?;
+    Ok(list.map(|items| items.into_iter().map(|o| o.0).collect()))
+}
+
+/// `T` read from a JSON object only; null is `None`.
+pub struct ObjectOnly<T>(pub Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        use serde::de::{MapAccess, Visitor};
+
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+                d.deserialize_map(self)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+            }
+        }
+
+        d.deserialize_option(ObjectVisitor(std::marker::PhantomData))
+            .map(ObjectOnly)
     }
 }

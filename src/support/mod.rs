@@ -1,13 +1,14 @@
 //! Small helpers every layer uses and none owns: poison-tolerant lock guards, the one-line
-//! error-chain formatter, Jackson-style lenient scalar reading and the outbound address policy
-//! (SSRF defaults) every client that calls out on a user's behalf applies. Nothing here knows a
-//! domain type.
+//! error-chain formatter, Jackson-style lenient scalar reading and the OpenAPI schemas of what it
+//! accepts, and the outbound address policy (SSRF defaults) every client that calls out on a
+//! user's behalf applies. Nothing here knows a domain type.
 
 mod error_chain;
 mod json_text;
 pub mod lenient;
 mod locks;
 pub mod net_policy;
+pub mod schema;
 
 pub use error_chain::error_chain;
 pub use json_text::StringTracker;
