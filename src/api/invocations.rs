@@ -29,7 +29,7 @@ struct InvocationRequest {
 }
 
 /// The function name and request of `:invoke` / `:enqueue`, validated.
-fn invoke_input(
+pub(crate) fn invoke_input(
     name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
