@@ -24,6 +24,7 @@ fi
 echo "== Kubernetes manifests (offline schema validation)"
 scripts/validate-k8s.sh
 echo "== tests"
+# Includes tests/fuzz_corpus.rs: the fuzz corpus replayed on stable (docs/fuzzing.md).
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
