@@ -64,10 +64,17 @@ fn parse_iso_unbounded(text: &str) -> Option<Duration> {
     if date.is_empty() && time.is_none() {
         return None;
     }
+    // Checked: 26 digits of days overflow even u128 (found by fuzzing: P9999999999999999999999999D).
+    let in_nanos = |number: &str, seconds: u128| {
+        number
+            .parse::<u128>()
+            .ok()?
+            .checked_mul(seconds * 1_000_000_000)
+    };
     let mut nanos: u128 = 0;
     if !date.is_empty() {
         let days = date.strip_suffix('D')?;
-        nanos += days.parse::<u128>().ok()? * 86_400 * 1_000_000_000;
+        nanos = in_nanos(days, 86_400)?;
     }
     if let Some(mut t) = time {
         for (unit, scale) in [('H', 3600u128), ('M', 60), ('S', 1)] {
@@ -79,15 +86,14 @@ fn parse_iso_unbounded(text: &str) -> Option<Duration> {
                     if whole.is_empty() || frac.len() > 9 {
                         return None;
                     }
-                    let w = whole.parse::<u128>().ok()?;
                     let f = if frac.is_empty() {
                         0
                     } else {
                         format!("{frac:0<9}").parse::<u128>().ok()?
                     };
-                    nanos += w * 1_000_000_000 + f;
+                    nanos = nanos.checked_add(in_nanos(whole, 1)?.checked_add(f)?)?;
                 } else {
-                    nanos += number.parse::<u128>().ok()? * scale * 1_000_000_000;
+                    nanos = nanos.checked_add(in_nanos(number, scale)?)?;
                 }
             }
         }

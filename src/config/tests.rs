@@ -219,6 +219,12 @@ fn durations_beyond_292_years_are_refused() {
     assert!(parse_duration("PT18446744073709551615S", ms).is_err());
     assert_eq!(parse_iso_duration("PT9223372036.854775807S"), Some(max));
     assert_eq!(parse_iso_duration("PT9223372036.854775808S"), None);
+    // Past u128 nanoseconds: refused, not wrapped (or a panic with overflow checks).
+    assert_eq!(parse_iso_duration("P9999999999999999999999999D"), None);
+    assert_eq!(
+        parse_iso_duration("PT99999999999999999999999999999999H"),
+        None
+    );
     let e = config(&[("NANOFAAS_SHUTDOWN_GRACE_PERIOD", "PT18446744073709551615S")]).unwrap_err();
     assert_eq!(e.variable, "NANOFAAS_SHUTDOWN_GRACE_PERIOD");
     assert!(e.reason.contains("too large"), "{e:?}");
