@@ -43,6 +43,7 @@ scripts/validate-k8s.sh
 echo "== schemathesis against the binary, with the document it serves at /v3/api-docs"
 scripts/schemathesis.sh
 echo "== tests"
+# Includes tests/fuzz_corpus.rs: the fuzz corpus replayed on stable (docs/fuzzing.md).
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -23,6 +23,10 @@ pub mod server;
 pub mod state;
 pub mod support;
 
+// Entry points for fuzz targets and the corpus replay test; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -249,6 +249,42 @@ fn an_invalid_setting_stops_start_up_naming_the_variable_and_value() {
     assert!(stderr.contains("thirty"), "{stderr}");
 }
 
+/// Found by fuzzing (fuzz/corpus/config/huge_grace.env): a grace period no deadline can hold was
+/// accepted, and the process panicked when told to stop. Now it does not start.
+#[test]
+fn a_grace_period_past_any_deadline_stops_start_up() {
+    use std::io::{BufRead, BufReader};
+    let mut child = binary()
+        .env("NANOFAAS_SHUTDOWN_GRACE_PERIOD", "PT18446744073709551615S")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Had it started, stopping it shows what the grace period does.
+    if lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("control plane ready"))
+    {
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // Read to the end so that its logging never meets a closed pipe.
+    lines.for_each(drop);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("NANOFAAS_SHUTDOWN_GRACE_PERIOD"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sigterm_exits_zero() {
     use std::io::{BufRead, BufReader};

@@ -387,3 +387,31 @@ async fn the_sync_queue_can_be_enabled_at_run_time() {
         Some(1.0)
     );
 }
+
+/// Found by fuzzing (fuzz/corpus/runtime_config_patch/huge_wait.json): a wait longer than any
+/// deadline can hold was applied (and shown) although the queue kept 584 years of it. Java's
+/// `Duration.parse` refuses it too.
+#[tokio::test]
+async fn a_queue_wait_past_any_deadline_is_refused() {
+    let app = TestApp::with_env(&[ADMIN]).await;
+    app.local("echo").await;
+    let r = app
+        .client
+        .patch(format!("{}/v1/admin/runtime-config", app.base))
+        .json(&json!({"expectedRevision": 0, "syncQueueEnabled": true,
+                      "syncQueueMaxQueueWait": "PT18446744073709551615S"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        (b["field"].clone(), b["value"].clone()),
+        (
+            json!("syncQueueMaxQueueWait"),
+            json!("PT18446744073709551615S")
+        )
+    );
+    let r = app.invoke("echo", json!({"input": 1})).await;
+    assert_eq!(r.status(), 200);
+}

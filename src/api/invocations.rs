@@ -98,7 +98,7 @@ struct WaitHeader {
 }
 
 /// The function name and request of `:invoke` / `:enqueue`, validated.
-fn invoke_input(
+pub(crate) fn invoke_input(
     name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,

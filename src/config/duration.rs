@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted, `i64::MAX` nanoseconds (about 292 years): where Java's
+/// `Duration.toNanos` overflows, and far enough from where adding it to `Instant::now()` would
+/// (a deadline past that panics; fuzzing found `PT18446744073709551615S` accepted).
+const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+const TOO_LARGE: &str = "duration too large (at most 292 years)";
+
 /// Parses a duration as Spring does: `500ms`, `2s`, `5m`, `1h`, `1d`, `10us`, `10ns`, ISO-8601
 /// (`PT2S`, `PT0.5S`, `P1DT2H`), or a bare number in `bare_unit`.
 pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, String> {
@@ -11,7 +17,11 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
         return Err("empty duration".to_owned());
     }
     if t.starts_with(['P', 'p']) {
-        return parse_iso_duration(t).ok_or_else(|| "not an ISO-8601 duration".to_owned());
+        return match parse_iso_unbounded(t) {
+            None => Err("not an ISO-8601 duration".to_owned()),
+            Some(d) if d > MAX_DURATION => Err(TOO_LARGE.to_owned()),
+            Some(d) => Ok(d),
+        };
     }
     let split = t.find(|c: char| !(c.is_ascii_digit())).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -29,12 +39,17 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
         "d" => n.checked_mul(86_400).map(Duration::from_secs),
         _ => return Err(format!("unknown duration unit '{unit}'")),
     };
-    d.ok_or_else(|| "duration too large".to_owned())
+    d.filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| TOO_LARGE.to_owned())
 }
 
 /// Parses the ISO-8601 duration forms Java's `Duration.parse` accepts (`PnDTnHnMn.nS`), without a
-/// sign. Returns `None` for anything else, including negative durations.
+/// sign, up to [`MAX_DURATION`]. Returns `None` for anything else, including negative durations.
 pub fn parse_iso_duration(text: &str) -> Option<Duration> {
+    parse_iso_unbounded(text).filter(|d| *d <= MAX_DURATION)
+}
+
+fn parse_iso_unbounded(text: &str) -> Option<Duration> {
     let upper = text.trim().to_ascii_uppercase();
     let rest = upper.strip_prefix('P')?;
     let (date, time) = match rest.split_once('T') {
@@ -49,10 +64,17 @@ pub fn parse_iso_duration(text: &str) -> Option<Duration> {
     if date.is_empty() && time.is_none() {
         return None;
     }
+    // Checked: 26 digits of days overflow even u128 (found by fuzzing: P9999999999999999999999999D).
+    let in_nanos = |number: &str, seconds: u128| {
+        number
+            .parse::<u128>()
+            .ok()?
+            .checked_mul(seconds * 1_000_000_000)
+    };
     let mut nanos: u128 = 0;
     if !date.is_empty() {
         let days = date.strip_suffix('D')?;
-        nanos += days.parse::<u128>().ok()? * 86_400 * 1_000_000_000;
+        nanos = in_nanos(days, 86_400)?;
     }
     if let Some(mut t) = time {
         for (unit, scale) in [('H', 3600u128), ('M', 60), ('S', 1)] {
@@ -64,15 +86,14 @@ pub fn parse_iso_duration(text: &str) -> Option<Duration> {
                     if whole.is_empty() || frac.len() > 9 {
                         return None;
                     }
-                    let w = whole.parse::<u128>().ok()?;
                     let f = if frac.is_empty() {
                         0
                     } else {
                         format!("{frac:0<9}").parse::<u128>().ok()?
                     };
-                    nanos += w * 1_000_000_000 + f;
+                    nanos = nanos.checked_add(in_nanos(whole, 1)?.checked_add(f)?)?;
                 } else {
-                    nanos += number.parse::<u128>().ok()? * scale * 1_000_000_000;
+                    nanos = nanos.checked_add(in_nanos(number, scale)?)?;
                 }
             }
         }

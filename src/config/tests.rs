@@ -204,6 +204,35 @@ fn iso_durations_round_trip_like_java() {
     assert_eq!(parse_iso_duration("PT5X"), None);
 }
 
+/// Found by fuzzing (fuzz/corpus/duration, fuzz/corpus/config): durations no `Instant` can hold
+/// were accepted, then panicked where a deadline was computed (janitor start, shutdown).
+#[test]
+fn durations_beyond_292_years_are_refused() {
+    let ms = Duration::from_millis(1);
+    let max = Duration::from_nanos(i64::MAX as u64);
+    assert_eq!(
+        parse_duration("106751d", ms),
+        Ok(Duration::from_secs(106_751 * 86_400))
+    );
+    assert!(parse_duration("106752d", ms).is_err());
+    assert!(parse_duration("18446744073709551615s", ms).is_err());
+    assert!(parse_duration("PT18446744073709551615S", ms).is_err());
+    assert_eq!(parse_iso_duration("PT9223372036.854775807S"), Some(max));
+    assert_eq!(parse_iso_duration("PT9223372036.854775808S"), None);
+    // Past u128 nanoseconds: refused, not wrapped (or a panic with overflow checks).
+    assert_eq!(parse_iso_duration("P9999999999999999999999999D"), None);
+    assert_eq!(
+        parse_iso_duration("PT99999999999999999999999999999999H"),
+        None
+    );
+    let e = config(&[("NANOFAAS_SHUTDOWN_GRACE_PERIOD", "PT18446744073709551615S")]).unwrap_err();
+    assert_eq!(e.variable, "NANOFAAS_SHUTDOWN_GRACE_PERIOD");
+    assert!(e.reason.contains("too large"), "{e:?}");
+    // A negative one still means "the default" where it did.
+    let c = config(&[("NANOFAAS_EXECUTION_STORE_TTL", "-5s")]).unwrap();
+    assert_eq!(c.execution_store.ttl, Duration::from_secs(300));
+}
+
 #[test]
 fn allowed_hosts_match_names_and_networks() {
     let c = config(&[(
