@@ -38,6 +38,10 @@ pub struct Task {
     pub trace_id: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
+    /// When the sync request that created the execution stops waiting (`None` for `:enqueue`).
+    /// Its caller is answered 408 then, so the store starts no attempt and schedules no retry
+    /// from that moment on: the execution ends as TIMEOUT instead (DECISIONS, lifecycle).
+    pub caller_deadline: Option<Instant>,
     /// The generation of the function queue whose concurrency slot this attempt holds (set by
     /// the queue); the dispatch releases it when its exchange with the runtime ends. A queue
     /// re-created by delete + register has a new generation, so a late release cannot free a
@@ -139,6 +143,14 @@ impl ExecutionRecord {
         self.state.is_terminal()
     }
 
+    /// Whether the sync caller that created this (non-terminal) execution has stopped waiting.
+    pub fn caller_gone(&self, now: Instant) -> bool {
+        self.task
+            .as_ref()
+            .and_then(|t| t.caller_deadline)
+            .is_some_and(|deadline| now >= deadline)
+    }
+
     /// The terminal outcome, if any. An ERROR always carries its error (DECISIONS 4, B6).
     pub fn outcome(&self) -> Option<Outcome> {
         match self.state {
@@ -157,12 +169,12 @@ impl ExecutionRecord {
         }
     }
 
-    pub fn mark_running(&mut self) {
+    pub fn mark_running(&mut self, now: Stamp) {
         if self.is_terminal() {
             return;
         }
         self.state = ExecutionState::Running;
-        self.started = Some(Stamp::now());
+        self.started = Some(now);
     }
 
     /// Moves to a terminal state; returns false (and changes nothing) when already terminal.
@@ -266,6 +278,7 @@ pub(crate) fn test_task(id: &str) -> Task {
         trace_id: None,
         attempt: 1,
         enqueued_at: Instant::now(),
+        caller_deadline: None,
         slot: None,
     }
 }

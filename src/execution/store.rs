@@ -52,11 +52,13 @@ pub enum Subscription {
 }
 
 /// Whether a dequeued task should still be sent to its runtime.
-#[derive(Debug, PartialEq, Eq)]
 pub enum BeginDispatch {
     Proceed,
     /// The execution is gone, terminal, or has moved past this attempt: release the slot, skip.
     Skip,
+    /// The sync caller's deadline passed before this attempt could start: the execution ended
+    /// here as TIMEOUT (its caller is answered 408); wake the waiters, count the timeout.
+    Expired(Finalized),
 }
 
 /// A completion to apply: a dispatcher reply or a runtime callback.
@@ -197,15 +199,24 @@ impl ExecutionStore {
 
     /// Called right before a task is sent to its runtime: marks it RUNNING, or says to skip it
     /// (gone, already terminal — timed out or completed by an early callback — or superseded).
+    /// Past the sync caller's deadline no attempt starts: decided here, under the same lock that
+    /// stores the TIMEOUT, so an attempt is never sent for an execution its caller was told
+    /// timed out.
     pub fn begin_dispatch(&self, task: &Task) -> BeginDispatch {
         let mut inner = lock(&self.inner);
-        match inner.records.get_mut(&*task.execution_id) {
-            Some(r) if r.attempt == task.attempt && !r.is_terminal() => {
-                r.mark_running();
-                BeginDispatch::Proceed
-            }
-            _ => BeginDispatch::Skip,
+        let Some(r) = inner.records.get_mut(&*task.execution_id) else {
+            return BeginDispatch::Skip;
+        };
+        if r.attempt != task.attempt || r.is_terminal() {
+            return BeginDispatch::Skip;
         }
+        let now = Stamp::now();
+        if r.caller_gone(now.at) {
+            let finalized = Self::end(&mut inner, task.execution_id.clone(), Abort::Timeout);
+            return finalized.map_or(BeginDispatch::Skip, BeginDispatch::Expired);
+        }
+        r.mark_running(now);
+        BeginDispatch::Proceed
     }
 
     /// Applies a completion (REFERENCE §3.4, with DECISIONS 4–5).
@@ -241,6 +252,18 @@ impl ExecutionStore {
         }
 
         if !c.result.is_success() && attempt < record.function.spec.max_retries {
+            // A retry nobody waits for: the sync caller's deadline has passed (the wait and the
+            // attempt share `timeoutMs`, so an attempt that timed out lands here). Its caller is
+            // answered 408, so the execution ends as TIMEOUT now instead of being sent again.
+            if record.caller_gone(Instant::now()) {
+                let id = record.execution_id.clone();
+                return CompletionEffect {
+                    kind: match Self::end(&mut inner, id, Abort::Timeout) {
+                        Some(f) => EffectKind::Finalized(f),
+                        None => EffectKind::Missing,
+                    },
+                };
+            }
             if let Some(task) = record.reset_for_retry() {
                 return CompletionEffect {
                     kind: EffectKind::Retry(task),
@@ -284,7 +307,13 @@ impl ExecutionStore {
     /// and the function, or `None` if it was already terminal or gone.
     pub fn abort(&self, execution_id: &str, reason: Abort) -> Option<Finalized> {
         let mut inner = lock(&self.inner);
-        let record = inner.records.get_mut(execution_id)?;
+        let id = inner.records.get_key_value(execution_id)?.0.clone();
+        Self::end(&mut inner, id, reason)
+    }
+
+    /// Ends a non-terminal record without a runtime result (see [`Self::abort`]).
+    fn end(inner: &mut Inner, execution_id: Arc<str>, reason: Abort) -> Option<Finalized> {
+        let record = inner.records.get_mut(&execution_id)?;
         let (state, error, outcome) = match reason {
             Abort::Timeout => (ExecutionState::Timeout, None, Outcome::Timeout),
             Abort::QueueTimeout => (ExecutionState::Timeout, None, Outcome::QueueTimeout),
@@ -296,8 +325,7 @@ impl ExecutionStore {
         // No runtime result will be accounted for this execution.
         record.start_kind_counted = true;
         let finalized = Finalized::take(record, outcome, None);
-        let id = record.execution_id.clone();
-        inner.terminal_order.push_back(id);
+        inner.terminal_order.push_back(execution_id);
         Some(finalized)
     }
 
