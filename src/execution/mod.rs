@@ -143,6 +143,27 @@ impl ExecutionRecord {
         self.state.is_terminal()
     }
 
+    /// What this record counts against the store's byte budget: a fixed cost for the record, its
+    /// map slot and id, plus what it holds — the request while it may still be sent (payload
+    /// text and runtime body), the output until cleaned, the error text. Depends only on those
+    /// fields, so the store can charge and release it as they change.
+    pub fn held_bytes(&self) -> usize {
+        const FIXED: usize = std::mem::size_of::<ExecutionRecord>() + 64;
+        let request = self
+            .task
+            .as_ref()
+            .map_or(0, |t| t.payload.input.get().len() + t.payload.body.len());
+        let output = match (&self.output, self.cleaned) {
+            (Some(o), false) => o.get().len(),
+            _ => 0,
+        };
+        let error = self
+            .last_error
+            .as_ref()
+            .map_or(0, |e| e.code.len() + e.message.len());
+        FIXED + self.execution_id.len() + request + output + error
+    }
+
     /// Whether the sync caller that created this (non-terminal) execution has stopped waiting.
     pub fn caller_gone(&self, now: Instant) -> bool {
         self.task
@@ -269,6 +290,7 @@ pub(crate) fn test_task(id: &str) -> Task {
             degradation_reason: None,
             endpoint: None,
             metrics: Default::default(),
+            store_share: Default::default(),
         }),
         payload: Arc::new(Payload {
             input: crate::model::json_string("in"),

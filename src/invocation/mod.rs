@@ -25,7 +25,9 @@ use tokio_util::task::TaskTracker;
 use crate::admission::RateLimiter;
 use crate::config::SyncQueueConfig;
 use crate::dispatch::{Dispatcher, runtime_body};
-use crate::execution::store::{Abort, BeginDispatch, Completion, ExecutionStore, Subscription};
+use crate::execution::store::{
+    Abort, BeginDispatch, Completion, ExecutionStore, StoreFull, Subscription,
+};
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::{FunctionLabel, Metrics};
 use crate::model::{ErrorInfo, InvocationResponse, Json};
@@ -372,9 +374,10 @@ impl InvocationService {
             caller_deadline,
             slot: None,
         };
-        self.store
-            .insert(task.clone())
-            .map_err(|_| InvokeError::StoreFull)?;
+        self.store.insert(task.clone()).map_err(|e| match e {
+            StoreFull::InFlight => InvokeError::StoreFull,
+            StoreFull::FunctionShare => InvokeError::FunctionShareFull(function.name().to_owned()),
+        })?;
         let driven = match self.admit(task, route).await {
             Ok(driven) => driven,
             Err(e) => {
