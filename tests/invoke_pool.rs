@@ -555,3 +555,64 @@ async fn concurrent_invocations_each_get_their_own_result() {
     assert_eq!(ids.len(), 20);
     assert_eq!(app.metric("function_success_total", "f").await, Some(20.0));
 }
+
+/// Issue 10, defect 6: the runtime fails slowly, at the deadline the sync wait shares with the
+/// attempt (both `timeoutMs`), with retries left. The caller is answered 408, so no retry may be
+/// sent for an execution that is (or is about to be) stored as TIMEOUT, and
+/// `function_retry_total` counts only retries that reached the runtime. Checked in the core
+/// route (dispatch inline) and the queued route, over many concurrent calls.
+async fn no_retry_after_the_shared_deadline(env: &[(&str, &str)]) {
+    const CALLS: usize = 60;
+    let app = TestApp::with_env(env).await;
+    let stub = Stub::start(&app.base).await;
+    // The runtime answers 500 only after the attempt's own timeout (POOL_TIMEOUT at the deadline).
+    app.pool(
+        "f",
+        &stub.url("/observe/400"),
+        json!({"timeoutMs": 150, "maxRetries": 3, "concurrency": CALLS}),
+    )
+    .await;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| app.spawn_invoke("f", &[], json!({"input": i})))
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert!(matches!(status, 200 | 408), "{status} {body}");
+        ids.push((status, body));
+    }
+    // Let every attempt that was started reach the runtime.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (status, body) in &ids {
+        let stored = app.execution(body["executionId"].as_str().unwrap()).await.1;
+        let expected = if *status == 408 { "timeout" } else { "error" };
+        assert_eq!(stored["status"], expected, "{body} {stored}");
+    }
+    let observed = stub.observed.lock().unwrap().clone();
+    let late: Vec<_> = observed.iter().filter(|o| o.2 == "timeout").collect();
+    assert!(late.is_empty(), "attempts sent after TIMEOUT: {late:?}");
+    // Attempts sent, and the executions that had at least one (an execution whose caller's
+    // deadline passed before its first attempt could start has none).
+    let sent = stub.requests();
+    let executions: std::collections::HashSet<_> = sent
+        .iter()
+        .map(|r| r.headers["X-Execution-Id"].to_str().unwrap().to_owned())
+        .collect();
+    let retries = app.metric("function_retry_total", "f").await.unwrap_or(0.0);
+    assert_eq!(
+        retries as usize,
+        sent.len() - executions.len(),
+        "retries counted vs attempts sent ({} executions)",
+        executions.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_is_sent_or_counted_after_the_shared_deadline_inline() {
+    no_retry_after_the_shared_deadline(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_is_sent_or_counted_after_the_shared_deadline_queued() {
+    no_retry_after_the_shared_deadline(&[("NANOFAAS_ASYNC_QUEUE_ENABLED", "true")]).await;
+}

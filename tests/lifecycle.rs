@@ -168,7 +168,12 @@ async fn the_rate_limit_applies_to_invoke_and_enqueue_only() {
 
 #[tokio::test]
 async fn a_store_full_of_running_executions_refuses_new_work_with_503() {
-    let app = TestApp::with_env(&[("NANOFAAS_EXECUTION_STORE_MAX_ENTRIES", "2")]).await;
+    // The store's global cap, with no per-function share (tests/execution_store.rs covers it).
+    let app = TestApp::with_env(&[
+        ("NANOFAAS_EXECUTION_STORE_MAX_ENTRIES", "2"),
+        ("NANOFAAS_EXECUTION_STORE_FUNCTION_SHARE_PERCENT", "100"),
+    ])
+    .await;
     let stub = Stub::start(&app.base).await;
     app.pool("f", &stub.url("/slow/400"), json!({})).await;
     let running = [

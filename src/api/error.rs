@@ -264,7 +264,9 @@ impl From<InvokeError> for ApiError {
             e @ InvokeError::FunctionNotFound(_) => ApiError::NotFound(e.to_string()),
             e @ InvokeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
             e @ InvokeError::AsyncDisabled => ApiError::NotImplemented(e.to_string()),
-            e @ InvokeError::StoreFull => ApiError::Overloaded(e.to_string()),
+            e @ (InvokeError::StoreFull | InvokeError::FunctionShareFull(_)) => {
+                ApiError::Overloaded(e.to_string())
+            }
             InvokeError::SyncQueueRejected {
                 reason,
                 retry_after_seconds,

@@ -75,6 +75,12 @@ pub struct ExecutionStoreConfig {
     pub cleanup_ttl: Duration,
     pub max_lifetime: Duration,
     pub max_entries: usize,
+    /// Budget for what records hold (requests kept for retries, outputs, errors, and a fixed
+    /// cost per record), beside the entry cap (issue 10, defect 9).
+    pub max_bytes: usize,
+    /// The share (percent) of both the entry cap and the byte budget that one function's
+    /// in-flight executions may hold.
+    pub function_share_percent: usize,
     pub janitor_period: Duration,
 }
 
@@ -300,6 +306,18 @@ impl Config {
                     100_000,
                     1,
                     100_000_000,
+                )? as usize,
+                max_bytes: r.int(
+                    "nanofaas.execution-store.max-bytes",
+                    256 << 20,
+                    1 << 20,
+                    1 << 50,
+                )? as usize,
+                function_share_percent: r.int(
+                    "nanofaas.execution-store.function-share-percent",
+                    50,
+                    1,
+                    100,
                 )? as usize,
                 janitor_period: r.positive_duration(
                     "nanofaas.execution-store.janitor-period",

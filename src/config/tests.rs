@@ -60,6 +60,8 @@ fn defaults_match_the_java_control_plane_as_decided() {
     assert_eq!(c.execution_store.cleanup_ttl, Duration::from_secs(120));
     assert_eq!(c.execution_store.max_lifetime, Duration::from_secs(1800));
     assert_eq!(c.execution_store.max_entries, 100_000);
+    assert_eq!(c.execution_store.max_bytes, 256 << 20);
+    assert_eq!(c.execution_store.function_share_percent, 50);
     assert_eq!(c.http_client.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.http_client.max_response_bytes, 16 << 20);
     assert!(!c.async_queue_enabled && !c.sync_queue.enabled);

@@ -38,6 +38,10 @@ pub struct Task {
     pub trace_id: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
+    /// When the sync request that created the execution stops waiting (`None` for `:enqueue`).
+    /// Its caller is answered 408 then, so the store starts no attempt and schedules no retry
+    /// from that moment on: the execution ends as TIMEOUT instead (DECISIONS, lifecycle).
+    pub caller_deadline: Option<Instant>,
     /// The generation of the function queue whose concurrency slot this attempt holds (set by
     /// the queue); the dispatch releases it when its exchange with the runtime ends. A queue
     /// re-created by delete + register has a new generation, so a late release cannot free a
@@ -139,6 +143,35 @@ impl ExecutionRecord {
         self.state.is_terminal()
     }
 
+    /// What this record counts against the store's byte budget: a fixed cost for the record, its
+    /// map slot and id, plus what it holds — the request while it may still be sent (payload
+    /// text and runtime body), the output until cleaned, the error text. Depends only on those
+    /// fields, so the store can charge and release it as they change.
+    pub fn held_bytes(&self) -> usize {
+        const FIXED: usize = std::mem::size_of::<ExecutionRecord>() + 64;
+        let request = self
+            .task
+            .as_ref()
+            .map_or(0, |t| t.payload.input.get().len() + t.payload.body.len());
+        let output = match (&self.output, self.cleaned) {
+            (Some(o), false) => o.get().len(),
+            _ => 0,
+        };
+        let error = self
+            .last_error
+            .as_ref()
+            .map_or(0, |e| e.code.len() + e.message.len());
+        FIXED + self.execution_id.len() + request + output + error
+    }
+
+    /// Whether the sync caller that created this (non-terminal) execution has stopped waiting.
+    pub fn caller_gone(&self, now: Instant) -> bool {
+        self.task
+            .as_ref()
+            .and_then(|t| t.caller_deadline)
+            .is_some_and(|deadline| now >= deadline)
+    }
+
     /// The terminal outcome, if any. An ERROR always carries its error (DECISIONS 4, B6).
     pub fn outcome(&self) -> Option<Outcome> {
         match self.state {
@@ -157,12 +190,12 @@ impl ExecutionRecord {
         }
     }
 
-    pub fn mark_running(&mut self) {
+    pub fn mark_running(&mut self, now: Stamp) {
         if self.is_terminal() {
             return;
         }
         self.state = ExecutionState::Running;
-        self.started = Some(Stamp::now());
+        self.started = Some(now);
     }
 
     /// Moves to a terminal state; returns false (and changes nothing) when already terminal.
@@ -257,6 +290,7 @@ pub(crate) fn test_task(id: &str) -> Task {
             degradation_reason: None,
             endpoint: None,
             metrics: Default::default(),
+            store_share: Default::default(),
         }),
         payload: Arc::new(Payload {
             input: crate::model::json_string("in"),
@@ -266,6 +300,7 @@ pub(crate) fn test_task(id: &str) -> Task {
         trace_id: None,
         attempt: 1,
         enqueued_at: Instant::now(),
+        caller_deadline: None,
         slot: None,
     }
 }

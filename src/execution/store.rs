@@ -1,9 +1,13 @@
 //! The execution store: every execution record in one `Mutex`-guarded map, with the completion
-//! protocol of REFERENCE §3.4 and the retention of §3.7 plus a hard entry cap (DECISIONS 7).
+//! protocol of REFERENCE §3.4 and the retention of §3.7 plus a hard entry cap (DECISIONS 7), a
+//! byte budget and a per-function share of both (issue 10, defect 9).
 //!
 //! Invariants: the lock is held only for map operations and state changes, never across `.await`
-//! and never while sending to waiters; a terminal record never changes its result; when full, only terminal records are evicted
-//! (oldest first) and new executions are refused rather than in-flight ones dropped.
+//! and never while sending to waiters; a terminal record never changes its result; when full
+//! (entries or bytes), only terminal records are evicted (oldest first) and new executions are
+//! refused rather than in-flight ones dropped; `Inner::bytes` is the sum of every record's
+//! [`ExecutionRecord::held_bytes`], and a function's [`StoreShare`] the sum over its in-flight
+//! records.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use crate::config::ExecutionStoreConfig;
 use crate::model::{
     AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, StartKind,
 };
-use crate::registry::RegisteredFunction;
+use crate::registry::{RegisteredFunction, StoreShare};
 use crate::support::lock;
 
 /// What the store says of an execution id (read by the idempotency keys that point at it).
@@ -31,6 +35,8 @@ pub enum Liveness {
 pub struct ExecutionStore {
     inner: Mutex<Inner>,
     config: ExecutionStoreConfig,
+    /// What one function's in-flight records may hold: (records, bytes); `None` at 100%.
+    share: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -38,11 +44,59 @@ struct Inner {
     records: HashMap<Arc<str>, ExecutionRecord>,
     /// Ids in the order they became terminal: eviction order when the store is full.
     terminal_order: VecDeque<Arc<str>>,
+    /// What all records hold (see [`ExecutionRecord::held_bytes`]).
+    bytes: usize,
 }
 
+impl Inner {
+    /// Evicts the oldest terminal record; false when only in-flight ones are left.
+    fn evict_oldest_finished(&mut self) -> bool {
+        while let Some(oldest) = self.terminal_order.pop_front() {
+            if self.records.get(&oldest).is_some_and(|r| r.is_terminal()) {
+                if let Some(r) = self.records.remove(&oldest) {
+                    self.bytes -= r.held_bytes();
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes a record, releasing its bytes (and its function's share if it was in flight).
+    fn remove(&mut self, execution_id: &str) -> Option<ExecutionRecord> {
+        let record = self.records.remove(execution_id)?;
+        let held = record.held_bytes();
+        self.bytes -= held;
+        if !record.is_terminal() {
+            record.function.store_share.sub(held);
+        }
+        Some(record)
+    }
+
+    /// Stores a record's new terminal state: `held` was its charge while in flight.
+    fn finished(
+        &mut self,
+        execution_id: Arc<str>,
+        held: usize,
+        now_held: usize,
+        share: &StoreShare,
+    ) {
+        share.sub(held);
+        self.bytes = self.bytes - held + now_held;
+        self.terminal_order.push_back(execution_id);
+    }
+}
+
+/// Why a new execution was refused (503 `OVERLOADED` either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the execution store is full of in-flight executions")]
-pub struct StoreFull;
+pub enum StoreFull {
+    /// Entry cap or byte budget reached and only in-flight executions are left to evict.
+    #[error("the execution store is full of in-flight executions")]
+    InFlight,
+    /// The function's in-flight executions hold its whole share of the store.
+    #[error("the function holds its whole share of the execution store")]
+    FunctionShare,
+}
 
 /// What a sync waiter gets back from [`ExecutionStore::subscribe`].
 pub enum Subscription {
@@ -52,11 +106,13 @@ pub enum Subscription {
 }
 
 /// Whether a dequeued task should still be sent to its runtime.
-#[derive(Debug, PartialEq, Eq)]
 pub enum BeginDispatch {
     Proceed,
     /// The execution is gone, terminal, or has moved past this attempt: release the slot, skip.
     Skip,
+    /// The sync caller's deadline passed before this attempt could start: the execution ended
+    /// here as TIMEOUT (its caller is answered 408); wake the waiters, count the timeout.
+    Expired(Finalized),
 }
 
 /// A completion to apply: a dispatcher reply or a runtime callback.
@@ -126,13 +182,27 @@ impl ExecutionStore {
         // Sized for the cap up front: growing a large map rehashes it under the lock (a stall of
         // ~100 ms at 60k entries). Capacity that is never used is never touched, so not resident.
         let capacity = config.max_entries.min(1 << 20);
+        let percent = config.function_share_percent.clamp(1, 100);
+        let share = (percent < 100).then(|| {
+            (
+                (config.max_entries * percent / 100).max(1),
+                config.max_bytes / 100 * percent,
+            )
+        });
         ExecutionStore {
             inner: Mutex::new(Inner {
                 records: HashMap::with_capacity(capacity),
                 terminal_order: VecDeque::new(),
+                bytes: 0,
             }),
             config,
+            share,
         }
+    }
+
+    /// What all records hold, in bytes (for tests and measurements).
+    pub fn held_bytes(&self) -> usize {
+        lock(&self.inner).bytes
     }
 
     pub fn len(&self) -> usize {
@@ -143,25 +213,36 @@ impl ExecutionStore {
         self.len() == 0
     }
 
-    /// Stores a new QUEUED execution, evicting the oldest terminal record when at the cap.
+    /// Stores a new QUEUED execution, evicting the oldest terminal records when at the entry cap
+    /// or over the byte budget. Refused when the function already holds its share in flight, or
+    /// when only in-flight records are left to evict.
     pub fn insert(&self, task: Task) -> Result<(), StoreFull> {
+        let record = ExecutionRecord::new(task);
+        let held = record.held_bytes();
+        let share = &record.function.store_share;
         let mut inner = lock(&self.inner);
-        while inner.records.len() >= self.config.max_entries {
-            let Some(oldest) = inner.terminal_order.pop_front() else {
-                return Err(StoreFull);
-            };
-            if inner.records.get(&oldest).is_some_and(|r| r.is_terminal()) {
-                inner.records.remove(&oldest);
+        if let Some((max_records, max_bytes)) = self.share {
+            let (records, bytes) = share.get();
+            if records >= max_records || bytes + held > max_bytes {
+                return Err(StoreFull::FunctionShare);
             }
         }
-        let id = task.execution_id.clone();
-        inner.records.insert(id, ExecutionRecord::new(task));
+        while inner.records.len() >= self.config.max_entries
+            || inner.bytes + held > self.config.max_bytes
+        {
+            if !inner.evict_oldest_finished() {
+                return Err(StoreFull::InFlight);
+            }
+        }
+        share.add(held);
+        inner.bytes += held;
+        inner.records.insert(record.execution_id.clone(), record);
         Ok(())
     }
 
     /// Forgets an execution whose admission failed.
     pub fn remove(&self, execution_id: &str) -> bool {
-        lock(&self.inner).records.remove(execution_id).is_some()
+        lock(&self.inner).remove(execution_id).is_some()
     }
 
     /// Whether an execution is gone, running (not terminal) or finished.
@@ -197,15 +278,24 @@ impl ExecutionStore {
 
     /// Called right before a task is sent to its runtime: marks it RUNNING, or says to skip it
     /// (gone, already terminal — timed out or completed by an early callback — or superseded).
+    /// Past the sync caller's deadline no attempt starts: decided here, under the same lock that
+    /// stores the TIMEOUT, so an attempt is never sent for an execution its caller was told
+    /// timed out.
     pub fn begin_dispatch(&self, task: &Task) -> BeginDispatch {
         let mut inner = lock(&self.inner);
-        match inner.records.get_mut(&*task.execution_id) {
-            Some(r) if r.attempt == task.attempt && !r.is_terminal() => {
-                r.mark_running();
-                BeginDispatch::Proceed
-            }
-            _ => BeginDispatch::Skip,
+        let Some(r) = inner.records.get_mut(&*task.execution_id) else {
+            return BeginDispatch::Skip;
+        };
+        if r.attempt != task.attempt || r.is_terminal() {
+            return BeginDispatch::Skip;
         }
+        let now = Stamp::now();
+        if r.caller_gone(now.at) {
+            let finalized = Self::end(&mut inner, task.execution_id.clone(), Abort::Timeout);
+            return finalized.map_or(BeginDispatch::Skip, BeginDispatch::Expired);
+        }
+        r.mark_running(now);
+        BeginDispatch::Proceed
     }
 
     /// Applies a completion (REFERENCE §3.4, with DECISIONS 4–5).
@@ -217,6 +307,7 @@ impl ExecutionStore {
             };
         };
         let attempt = c.attempt.unwrap_or(record.attempt);
+        let held = record.held_bytes();
         if attempt != record.attempt {
             return CompletionEffect {
                 kind: EffectKind::Stale,
@@ -241,6 +332,18 @@ impl ExecutionStore {
         }
 
         if !c.result.is_success() && attempt < record.function.spec.max_retries {
+            // A retry nobody waits for: the sync caller's deadline has passed (the wait and the
+            // attempt share `timeoutMs`, so an attempt that timed out lands here). Its caller is
+            // answered 408, so the execution ends as TIMEOUT now instead of being sent again.
+            if record.caller_gone(Instant::now()) {
+                let id = record.execution_id.clone();
+                return CompletionEffect {
+                    kind: match Self::end(&mut inner, id, Abort::Timeout) {
+                        Some(f) => EffectKind::Finalized(f),
+                        None => EffectKind::Missing,
+                    },
+                };
+            }
             if let Some(task) = record.reset_for_retry() {
                 return CompletionEffect {
                     kind: EffectKind::Retry(task),
@@ -264,6 +367,7 @@ impl ExecutionStore {
         };
         record.finish(state, output, error);
         record.final_attempt = Some(attempt);
+        let now_held = record.held_bytes();
         // A callback that beats the runtime's HTTP reply cannot know about a cold start: the
         // reply still to come decides (DECISIONS 4, B11). Otherwise count now.
         let start = if c.from_dispatcher || !was_dispatched {
@@ -273,7 +377,14 @@ impl ExecutionStore {
         };
         let finalized = Finalized::take(record, outcome, start);
         let id = record.execution_id.clone();
-        inner.terminal_order.push_back(id);
+        inner.finished(id, held, now_held, &finalized.function.store_share);
+        // An output may take the store over its byte budget: older finished records make room
+        // (never this one, whose caller may still read it).
+        while inner.bytes > self.config.max_bytes && inner.terminal_order.len() > 1 {
+            if !inner.evict_oldest_finished() {
+                break;
+            }
+        }
         CompletionEffect {
             kind: EffectKind::Finalized(finalized),
         }
@@ -284,7 +395,14 @@ impl ExecutionStore {
     /// and the function, or `None` if it was already terminal or gone.
     pub fn abort(&self, execution_id: &str, reason: Abort) -> Option<Finalized> {
         let mut inner = lock(&self.inner);
-        let record = inner.records.get_mut(execution_id)?;
+        let id = inner.records.get_key_value(execution_id)?.0.clone();
+        Self::end(&mut inner, id, reason)
+    }
+
+    /// Ends a non-terminal record without a runtime result (see [`Self::abort`]).
+    fn end(inner: &mut Inner, execution_id: Arc<str>, reason: Abort) -> Option<Finalized> {
+        let record = inner.records.get_mut(&execution_id)?;
+        let held = record.held_bytes();
         let (state, error, outcome) = match reason {
             Abort::Timeout => (ExecutionState::Timeout, None, Outcome::Timeout),
             Abort::QueueTimeout => (ExecutionState::Timeout, None, Outcome::QueueTimeout),
@@ -295,9 +413,14 @@ impl ExecutionStore {
         }
         // No runtime result will be accounted for this execution.
         record.start_kind_counted = true;
+        let now_held = record.held_bytes();
         let finalized = Finalized::take(record, outcome, None);
-        let id = record.execution_id.clone();
-        inner.terminal_order.push_back(id);
+        inner.finished(
+            execution_id,
+            held,
+            now_held,
+            &finalized.function.store_share,
+        );
         Some(finalized)
     }
 
@@ -308,27 +431,36 @@ impl ExecutionStore {
         let now = Instant::now();
         let cfg = &self.config;
         let mut inner = lock(&self.inner);
-        let before = inner.records.len();
-        inner.records.retain(|_, r| {
+        let Inner {
+            records,
+            terminal_order,
+            bytes,
+        } = &mut *inner;
+        let before = records.len();
+        records.retain(|_, r| {
+            let held = r.held_bytes();
             if r.is_terminal() {
                 let anchor = r.finished.map_or(r.created_at, |f| f.at);
                 let age = now.saturating_duration_since(anchor);
                 if age > cfg.ttl {
+                    *bytes -= held;
                     return false;
                 }
                 if age > cfg.cleanup_ttl && !r.cleaned {
                     r.cleaned = true;
                     r.output = None;
+                    *bytes = *bytes - held + r.held_bytes();
                 }
                 true
             } else {
-                now.saturating_duration_since(r.created_at) <= cfg.max_lifetime
+                let keep = now.saturating_duration_since(r.created_at) <= cfg.max_lifetime;
+                if !keep {
+                    *bytes -= held;
+                    r.function.store_share.sub(held);
+                }
+                keep
             }
         });
-        let Inner {
-            records,
-            terminal_order,
-        } = &mut *inner;
         terminal_order.retain(|id| records.contains_key(id));
         before - records.len()
     }

@@ -30,7 +30,7 @@ fn transition_table() {
         let mut r = record();
         for step in *path {
             match *step {
-                "run" => r.mark_running(),
+                "run" => r.mark_running(Stamp::now()),
                 "success" => {
                     r.finish(Success, Some(json_string("o")), None);
                 }
@@ -53,7 +53,7 @@ fn transition_table() {
 #[test]
 fn retry_reset_clears_results_and_drops_the_idempotency_key() {
     let mut r = record();
-    r.mark_running();
+    r.mark_running(Stamp::now());
     r.cold_start = true;
     r.init_duration_ms = Some(5);
     let task = r.reset_for_retry().unwrap();
@@ -66,7 +66,7 @@ fn retry_reset_clears_results_and_drops_the_idempotency_key() {
 #[test]
 fn terminal_records_keep_their_result_and_release_the_payload() {
     let mut r = record();
-    r.mark_running();
+    r.mark_running(Stamp::now());
     assert!(r.finish(ExecutionState::Error, None, Some(ErrorInfo::new("E", "m"))));
     assert!(r.task.is_none());
     assert!(!r.finish(ExecutionState::Success, Some(json_string("late")), None));

@@ -80,9 +80,15 @@ impl InvocationService {
                 CallbackOutcome::Duplicate
             }
             EffectKind::Retry(task) => {
-                task.function.meters(&self.metrics).retry.inc();
                 self.schedule_retry(task, failure);
                 CallbackOutcome::Retried
+            }
+            // A failure past the sync caller's deadline, with retries left: ended as TIMEOUT
+            // (the caller is answered 408), counted as the timed-out wait it stands for.
+            EffectKind::Finalized(mut f) if matches!(f.outcome, Outcome::Timeout) => {
+                f.function.meters(&self.metrics).timeout.inc();
+                f.wake();
+                CallbackOutcome::Applied
             }
             EffectKind::Finalized(mut f) => {
                 self.record_final_metrics(&f);

@@ -16,6 +16,8 @@ pub enum InvokeError {
     AsyncDisabled,
     #[error("Too many executions in flight; retry later")]
     StoreFull,
+    #[error("Too many executions of function '{0}' in flight; retry later")]
+    FunctionShareFull(String),
     #[error("Sync queue rejected the invocation ({})", .reason.as_str())]
     SyncQueueRejected {
         reason: RejectReason,

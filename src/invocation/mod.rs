@@ -25,7 +25,9 @@ use tokio_util::task::TaskTracker;
 use crate::admission::RateLimiter;
 use crate::config::SyncQueueConfig;
 use crate::dispatch::{Dispatcher, runtime_body};
-use crate::execution::store::{Abort, BeginDispatch, Completion, ExecutionStore, Subscription};
+use crate::execution::store::{
+    Abort, BeginDispatch, Completion, ExecutionStore, StoreFull, Subscription,
+};
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, InvocationResponse, Json};
@@ -177,11 +179,20 @@ impl InvocationService {
     ) -> Result<SyncResult, InvokeError> {
         let function = self.admit_request(name)?;
         let route = self.sync_route();
-        let (execution_id, created, driven) =
-            match self.create_or_reuse(&function, input, route).await? {
-                Admitted::New(id, task) => (id, true, task),
-                Admitted::Existing(id) => (id, false, None),
-            };
+        let wait = match wait_ms {
+            Some(ms) => Duration::from_millis(ms.max(0) as u64),
+            None => Duration::from_millis(function.spec.timeout_ms),
+        };
+        // Taken before the execution exists, so the wait never outlasts an attempt that shares
+        // its `timeoutMs`: that attempt's failure then finds its caller gone and is not retried.
+        let deadline = Instant::now() + wait;
+        let (execution_id, created, driven) = match self
+            .create_or_reuse(&function, input, route, Some(deadline))
+            .await?
+        {
+            Admitted::New(id, task) => (id, true, task),
+            Admitted::Existing(id) => (id, false, None),
+        };
         let mut driven = DrivenDispatch::new(
             driven.map(|task| {
                 let service = self.clone();
@@ -191,12 +202,8 @@ impl InvocationService {
         );
         // Before subscribing: an attempt that finishes at once then needs no waiter.
         driven.start().await;
-        let wait = match wait_ms {
-            Some(ms) => Duration::from_millis(ms.max(0) as u64),
-            None => Duration::from_millis(function.spec.timeout_ms),
-        };
         let wait = Wait {
-            deadline: Instant::now() + wait,
+            deadline,
             // Only the request that queued an execution times its queue wait out.
             queue_deadline: (created && route == Route::SyncQueue)
                 .then(|| Instant::now() + self.queue.sync_settings().max_queue_wait()),
@@ -316,7 +323,10 @@ impl InvocationService {
         if !self.async_enabled {
             return Err(InvokeError::AsyncDisabled);
         }
-        match self.create_or_reuse(&function, input, Route::Queue).await? {
+        match self
+            .create_or_reuse(&function, input, Route::Queue, None)
+            .await?
+        {
             Admitted::New(id, _) | Admitted::Existing(id) => Ok(id),
         }
     }
@@ -327,6 +337,7 @@ impl InvocationService {
         function: &Arc<RegisteredFunction>,
         input: InvokeInput,
         route: Route,
+        caller_deadline: Option<Instant>,
     ) -> Result<Admitted, InvokeError> {
         let key = input.idempotency_key;
         let claim = match &key {
@@ -355,11 +366,13 @@ impl InvocationService {
             trace_id: input.trace_id.map(Arc::from),
             attempt: 1,
             enqueued_at: Instant::now(),
+            caller_deadline,
             slot: None,
         };
-        self.store
-            .insert(task.clone())
-            .map_err(|_| InvokeError::StoreFull)?;
+        self.store.insert(task.clone()).map_err(|e| match e {
+            StoreFull::InFlight => InvokeError::StoreFull,
+            StoreFull::FunctionShare => InvokeError::FunctionShareFull(function.name().to_owned()),
+        })?;
         let driven = match self.admit(task, route).await {
             Ok(driven) => driven,
             Err(e) => {
@@ -420,16 +433,29 @@ impl InvocationService {
     /// the runtime is open, and this is the one place that releases it: an early callback
     /// completes the execution but the runtime is still busy until it answers.
     pub async fn dispatch(self: &Arc<Self>, task: Task) {
-        if self.store.begin_dispatch(&task) == BeginDispatch::Proceed {
-            task.function.meters(&self.metrics).dispatch.inc();
-            let reply = self.dispatcher.dispatch(&task).await;
-            self.apply(Completion {
-                execution_id: &task.execution_id,
-                attempt: Some(task.attempt),
-                result: reply.result,
-                cold_start: reply.cold_start,
-                from_dispatcher: true,
-            });
+        match self.store.begin_dispatch(&task) {
+            BeginDispatch::Proceed => {
+                let meters = task.function.meters(&self.metrics);
+                meters.dispatch.inc();
+                // Counted when sent, so a retry that never reaches the runtime (its caller's
+                // deadline passed, its queue refused it) is not a retry (issue 10, defect 6).
+                if task.attempt > 1 {
+                    meters.retry.inc();
+                }
+                let reply = self.dispatcher.dispatch(&task).await;
+                self.apply(Completion {
+                    execution_id: &task.execution_id,
+                    attempt: Some(task.attempt),
+                    result: reply.result,
+                    cold_start: reply.cold_start,
+                    from_dispatcher: true,
+                });
+            }
+            BeginDispatch::Skip => {}
+            BeginDispatch::Expired(mut f) => {
+                task.function.meters(&self.metrics).timeout.inc();
+                f.wake();
+            }
         }
         if let Some(generation) = task.slot {
             self.queue.release_slot(task.function.name(), generation);

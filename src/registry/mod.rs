@@ -5,6 +5,7 @@
 //! and becomes invisible before its teardown starts; operations on one name never interleave.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::HostRule;
@@ -28,6 +29,41 @@ pub struct RegisteredFunction {
     pub endpoint: Option<Endpoint>,
     /// Per-function metric handles, created on first use (REFERENCE §7.1).
     pub metrics: OnceLock<Arc<FunctionMetrics>>,
+    /// What this registration's in-flight executions hold in the execution store.
+    pub store_share: StoreShare,
+}
+
+/// A function's in-flight records and their bytes in the execution store, kept by the store
+/// (under its lock; atomics only so the registration can be shared) so that one function cannot
+/// fill the store for every other (issue 10, defect 9). Kept here rather than in a map of the
+/// store: the record already points at its function, so no lookup is added to the invoke path.
+#[derive(Debug, Default)]
+pub struct StoreShare {
+    records: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl StoreShare {
+    /// (records, bytes) in flight.
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.records.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Only the execution store calls these, under its lock, so plain loads and stores suffice.
+    pub fn add(&self, bytes: usize) {
+        let (r, b) = self.get();
+        self.records.store(r + 1, Ordering::Relaxed);
+        self.bytes.store(b + bytes, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, bytes: usize) {
+        let (r, b) = self.get();
+        self.records.store(r.saturating_sub(1), Ordering::Relaxed);
+        self.bytes.store(b.saturating_sub(bytes), Ordering::Relaxed);
+    }
 }
 
 impl RegisteredFunction {
@@ -250,6 +286,7 @@ impl FunctionRegistry {
             degradation_reason,
             endpoint,
             metrics: OnceLock::new(),
+            store_share: StoreShare::default(),
         });
 
         let listeners = read(&self.listeners).clone();

@@ -307,7 +307,7 @@ pub struct Received {
 
 /// A runtime on port 0. Its behaviour is chosen by the endpoint path:
 /// `/reply`, `/text`, `/empty`, `/null`, `/badjson`, `/fail`, `/cold`, `/slow/<ms>`, `/hang`,
-/// `/callback-first`, `/callback-twice`, `/late-callback/<ms>`, `/flaky` (fails attempt 1),
+/// `/callback-first`, `/callback-twice`, `/late-callback/<ms>`, `/flaky` (fails attempt 1), `/observe/<ms>`,
 /// `/callback-only-error` (callback error, then 200).
 #[derive(Clone)]
 pub struct Stub {
@@ -318,6 +318,8 @@ pub struct Stub {
     pub callback_statuses: Arc<Mutex<Vec<u16>>>,
     /// (current, highest) concurrent requests on `/track/<ms>`.
     pub in_flight: Arc<Mutex<(u32, u32)>>,
+    /// `/observe/<ms>`: (execution id, attempt, the execution's stored status when it arrived).
+    pub observed: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 #[derive(Clone)]
@@ -327,6 +329,7 @@ struct StubState {
     callback_done: Arc<Notify>,
     callback_statuses: Arc<Mutex<Vec<u16>>>,
     in_flight: Arc<Mutex<(u32, u32)>>,
+    observed: Arc<Mutex<Vec<(String, String, String)>>>,
     client: reqwest::Client,
 }
 
@@ -336,7 +339,9 @@ impl Stub {
         let callback_done = Arc::new(Notify::new());
         let callback_statuses = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(Mutex::new((0, 0)));
+        let observed = Arc::new(Mutex::new(Vec::new()));
         let state = StubState {
+            observed: observed.clone(),
             in_flight: in_flight.clone(),
             cp: cp_base.to_owned(),
             received: received.clone(),
@@ -359,6 +364,7 @@ impl Stub {
             callback_done,
             callback_statuses,
             in_flight,
+            observed,
         }
     }
 
@@ -456,6 +462,28 @@ async fn stub_handler(
             tokio::time::sleep(Duration::from_millis(arg)).await;
             st.in_flight.lock().unwrap().0 -= 1;
             axum::Json(json!({"tracked": input})).into_response()
+        }
+        // Reads the execution's stored status on arrival, then fails after `<ms>`.
+        "observe" => {
+            let status = st
+                .client
+                .get(format!("{}/v1/executions/{id}", st.cp))
+                .send()
+                .await
+                .ok();
+            let status = match status {
+                Some(r) => r.json::<Value>().await.unwrap_or(Value::Null)["status"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+                None => "?".to_owned(),
+            };
+            st.observed
+                .lock()
+                .unwrap()
+                .push((id.clone(), attempt.clone(), status));
+            tokio::time::sleep(Duration::from_millis(arg)).await;
+            (StatusCode::INTERNAL_SERVER_ERROR, "slow failure").into_response()
         }
         "hang" => {
             std::future::pending::<()>().await;

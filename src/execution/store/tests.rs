@@ -9,6 +9,8 @@ fn config(max_entries: usize) -> ExecutionStoreConfig {
         cleanup_ttl: Duration::from_secs(120),
         max_lifetime: Duration::from_secs(1800),
         max_entries,
+        max_bytes: 1 << 30,
+        function_share_percent: 100,
         janitor_period: Duration::from_secs(60),
     }
 }
@@ -69,7 +71,7 @@ async fn at_the_cap_the_oldest_finished_go_first_and_in_flight_work_is_never_dro
     for id in ["a", "b", "c"] {
         store.insert(task(id)).unwrap();
     }
-    assert_eq!(store.insert(task("d")), Err(StoreFull));
+    assert_eq!(store.insert(task("d")), Err(StoreFull::InFlight));
     succeed(&store, "b");
     succeed(&store, "a");
     store.insert(task("d")).unwrap();
@@ -78,14 +80,17 @@ async fn at_the_cap_the_oldest_finished_go_first_and_in_flight_work_is_never_dro
     store.insert(task("e")).unwrap();
     assert!(store.status("a").is_none());
     assert_eq!(store.len(), 3);
-    assert_eq!(store.insert(task("f")), Err(StoreFull));
+    assert_eq!(store.insert(task("f")), Err(StoreFull::InFlight));
 }
 
 #[tokio::test]
 async fn completions_follow_the_attempt_protocol() {
     let store = ExecutionStore::new(config(10));
     store.insert(task("x")).unwrap();
-    assert_eq!(store.begin_dispatch(&task("x")), BeginDispatch::Proceed);
+    assert!(matches!(
+        store.begin_dispatch(&task("x")),
+        BeginDispatch::Proceed
+    ));
     let stale = store.complete(Completion {
         execution_id: "x",
         attempt: Some(2),
@@ -103,7 +108,10 @@ async fn completions_follow_the_attempt_protocol() {
     });
     assert!(matches!(retry.kind, EffectKind::Retry(ref t) if t.attempt == 2));
     // The first attempt's task no longer dispatches.
-    assert_eq!(store.begin_dispatch(&task("x")), BeginDispatch::Skip);
+    assert!(matches!(
+        store.begin_dispatch(&task("x")),
+        BeginDispatch::Skip
+    ));
     let missing = store.complete(Completion {
         execution_id: "nope",
         attempt: None,
@@ -112,4 +120,147 @@ async fn completions_follow_the_attempt_protocol() {
         from_dispatcher: false,
     });
     assert!(matches!(missing.kind, EffectKind::Missing));
+}
+
+/// `n` first-attempt tasks of one function (one registration), ids `{prefix}0..`.
+fn tasks_of_one_function(prefix: &str, n: usize, input_len: usize) -> Vec<Task> {
+    let base = task("base");
+    let payload = Arc::new(crate::execution::Payload {
+        input: json_string(&"x".repeat(input_len)),
+        body: bytes::Bytes::from(vec![b'x'; input_len]),
+    });
+    (0..n)
+        .map(|i| Task {
+            execution_id: Arc::from(format!("{prefix}{i}")),
+            payload: payload.clone(),
+            ..base.clone()
+        })
+        .collect()
+}
+
+fn succeed_with(store: &ExecutionStore, id: &str, output_len: usize) {
+    let effect = store.complete(Completion {
+        execution_id: id,
+        attempt: Some(1),
+        result: AttemptResult::Success(Some(json_string(&"o".repeat(output_len)))),
+        cold_start: None,
+        from_dispatcher: true,
+    });
+    assert!(matches!(effect.kind, EffectKind::Finalized(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_are_charged_while_held_and_released_when_dropped() {
+    let store = ExecutionStore::new(config(100));
+    let t = tasks_of_one_function("a", 1, 10_000).remove(0);
+    let function = t.function.clone();
+    store.insert(t).unwrap();
+    let in_flight = store.held_bytes();
+    assert!(in_flight > 20_000, "the request is charged: {in_flight}");
+    assert_eq!(function.store_share.get(), (1, in_flight));
+    succeed_with(&store, "a0", 5_000);
+    let finished = store.held_bytes();
+    assert!(
+        finished > 5_000 && finished < 10_000,
+        "output only: {finished}"
+    );
+    assert_eq!(function.store_share.get(), (0, 0), "no longer in flight");
+    // cleanup-ttl releases the output, ttl the record.
+    tokio::time::advance(Duration::from_secs(121)).await;
+    store.evict_expired();
+    assert!(store.held_bytes() < 1_000);
+    tokio::time::advance(Duration::from_secs(200)).await;
+    store.evict_expired();
+    assert_eq!(store.held_bytes(), 0);
+}
+
+#[tokio::test]
+async fn over_the_byte_budget_the_oldest_finished_go_first_then_new_work_is_refused() {
+    let store = ExecutionStore::new(ExecutionStoreConfig {
+        max_bytes: 1 << 20,
+        ..config(1000)
+    });
+    // 100 KiB outputs: the budget holds about ten of them.
+    for (i, t) in tasks_of_one_function("a", 30, 10).into_iter().enumerate() {
+        store.insert(t).unwrap();
+        succeed_with(&store, &format!("a{i}"), 100 << 10);
+        assert!(store.held_bytes() <= 1 << 20);
+    }
+    assert!(store.status("a0").is_none(), "the oldest went first");
+    assert!(store.status("a29").is_some());
+    assert!(store.len() < 12);
+    // In-flight requests of 200 KiB (input + body): once they fill the budget, refused.
+    let mut refused = None;
+    for (i, t) in tasks_of_one_function("b", 10, 100 << 10)
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(e) = store.insert(t) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("the budget refuses in-flight work beyond it");
+    assert_eq!(e, StoreFull::InFlight);
+    assert!((4..=5).contains(&i), "{i}");
+    assert!(
+        store.status("a29").is_none(),
+        "every finished record made room first"
+    );
+}
+
+#[tokio::test]
+async fn one_function_cannot_take_more_than_its_share() {
+    let store = ExecutionStore::new(ExecutionStoreConfig {
+        function_share_percent: 50,
+        ..config(10)
+    });
+    let mut hanging = tasks_of_one_function("h", 6, 10).into_iter();
+    for t in hanging.by_ref().take(5) {
+        store.insert(t).unwrap();
+    }
+    let sixth = hanging.next().unwrap();
+    assert_eq!(store.insert(sixth.clone()), Err(StoreFull::FunctionShare));
+    // Another function still gets in; once one of the first ends, so does the sixth.
+    for t in tasks_of_one_function("o", 5, 10) {
+        store.insert(t).unwrap();
+    }
+    succeed(&store, "h0");
+    store.insert(sixth).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_caller_deadline_no_attempt_starts_and_no_retry_is_scheduled() {
+    let store = ExecutionStore::new(config(10));
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let mut queued = task("q");
+    queued.caller_deadline = Some(deadline);
+    let mut running = task("r");
+    running.caller_deadline = Some(deadline);
+    store.insert(queued.clone()).unwrap();
+    store.insert(running.clone()).unwrap();
+    assert!(matches!(
+        store.begin_dispatch(&running),
+        BeginDispatch::Proceed
+    ));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    match store.begin_dispatch(&queued) {
+        BeginDispatch::Expired(f) => assert!(matches!(f.outcome, Outcome::Timeout)),
+        _ => panic!("an attempt past the caller's deadline must not start"),
+    }
+    let failed = store.complete(Completion {
+        execution_id: "r",
+        attempt: Some(1),
+        result: AttemptResult::Failure(ErrorInfo::new("POOL_TIMEOUT", "t")),
+        cold_start: None,
+        from_dispatcher: true,
+    });
+    assert!(matches!(
+        failed.kind,
+        EffectKind::Finalized(Finalized {
+            outcome: Outcome::Timeout,
+            ..
+        })
+    ));
+    assert_eq!(store.status("r").unwrap().status, ExecutionState::Timeout);
 }
