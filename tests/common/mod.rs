@@ -2,6 +2,8 @@
 //! path it is called on, and helpers to read JSON and Prometheus metrics.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
