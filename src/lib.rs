@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::RateLimiter;
 use crate::api::management::Health;
 use crate::autoscaler::Autoscaler;
-use crate::config::{Config, DeploymentBackend};
+use crate::config::{Config, DeploymentBackend, StateBackendKind};
 use crate::deploy::container_local::ContainerLocalProvider;
 use crate::deploy::{DeploymentProvider, Providers};
 use crate::dispatch::Dispatcher;
@@ -46,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
+use crate::state::nats::backend::NatsBackend;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
 /// `Arc` (one reference-count update per clone) that derefs to the handles.
@@ -69,6 +70,9 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub runtime_config: Arc<RuntimeConfigService>,
     pub health: Arc<Health>,
+    /// The NATS state backend when `NANOFAAS_STATE_BACKEND=nats` (`None` = memory: no NATS code
+    /// runs). Its connection exists once `serve` connected; adapters take it from here.
+    pub nats: Option<Arc<NatsBackend>>,
 }
 
 /// The assembled control plane, not yet listening.
@@ -130,6 +134,13 @@ impl App {
             metrics.add_section(autoscaler.clone());
             autoscaler
         });
+        let health = Arc::new(Health::default());
+        let nats = (config.state.backend == StateBackendKind::Nats).then(|| {
+            let nats = Arc::new(NatsBackend::new(&config));
+            let check = nats.clone();
+            health.add_component("nats", Arc::new(move || check.health()));
+            nats
+        });
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -137,7 +148,8 @@ impl App {
             idempotency,
             metrics,
             runtime_config,
-            health: Arc::new(Health::default()),
+            health,
+            nats,
         }));
         Ok(App {
             api: api::router(state.clone()),
@@ -216,6 +228,7 @@ impl BoundApp {
             management,
             ..
         } = self;
+        let mut shutdown = std::pin::pin!(shutdown);
         let state = app.state.clone();
         let grace = state.config.shutdown_grace;
         let stop_api = CancellationToken::new();
@@ -234,6 +247,22 @@ impl BoundApp {
             server::Limits::management(&state.config),
             stop_rest.clone(),
         ));
+        // With NATS: the ports answer (readiness DOWN, the `nats` component DOWN) while start-up
+        // connects; not connected within the bound, or a shutdown signal first, ends `serve`.
+        if let Some(nats) = &state.nats {
+            let started = tokio::select! {
+                started = start_nats(&state, nats) => started.map(|()| true),
+                () = &mut shutdown => Ok(false),
+            };
+            if !matches!(started, Ok(true)) {
+                stop_api.cancel();
+                stop_rest.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), api_server).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;
+                janitor.abort();
+                return started.map(|_| ());
+            }
+        }
         for provider in state.registry.providers().all() {
             provider.start().await;
         }
@@ -242,7 +271,7 @@ impl BoundApp {
         state.health.set_ready(true);
         tracing::info!("control plane ready");
 
-        shutdown.await;
+        shutdown.as_mut().await;
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         state.health.set_ready(false);
         stop_api.cancel();
@@ -283,6 +312,15 @@ impl BoundApp {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Start-up of the NATS backend, before readiness: the connection (bounded by
+/// `NANOFAAS_NATS_CONNECT_TIMEOUT`). Adapters that need the connection start here too.
+async fn start_nats(_state: &AppState, nats: &NatsBackend) -> anyhow::Result<()> {
+    nats.connect()
+        .await
+        .context("state backend nats (NANOFAAS_STATE_BACKEND=nats)")?;
+    Ok(())
 }
 
 /// Evicts expired executions and idempotency keys every janitor period (REFERENCE §3.7).

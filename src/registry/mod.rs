@@ -110,6 +110,9 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     Deploy(#[from] DeployError),
+    /// The shared function catalog (NATS) cannot be reached now; retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub struct FunctionRegistry {

@@ -7,6 +7,7 @@
 //! subject) derives from one [`Names`] so several control planes can share one NATS by prefix.
 //! `docs/ha.md` lists the names and the guarantee each one gives.
 
+pub mod backend;
 pub mod callbacks;
 pub mod connect;
 pub mod kv_executions;
