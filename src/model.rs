@@ -6,6 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::support::StringTracker;
+
 /// A JSON value kept as its validated text: parsed once, never rebuilt, cheap to clone.
 pub type Json = Arc<RawValue>;
 
@@ -18,23 +20,10 @@ pub fn json_from_text(text: String) -> Result<Json, serde_json::Error> {
 /// it has none, which is what clients usually send.
 pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
     let text = raw.get();
-    let (mut in_string, mut escaped) = (false, false);
-    let loose = text.bytes().any(|b| {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            false
-        } else {
-            if b == b'"' {
-                in_string = true;
-            }
-            b.is_ascii_whitespace()
-        }
-    });
+    let mut strings = StringTracker::default();
+    let loose = text
+        .bytes()
+        .any(|b| strings.outside(b) && b.is_ascii_whitespace());
     if !loose {
         return raw;
     }
@@ -49,24 +38,13 @@ pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
 
 /// `text` (valid JSON) without the whitespace outside its strings.
 fn without_whitespace(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c.is_ascii_whitespace() {
-            continue;
-        }
-        out.push(c);
-    }
-    out
+    let mut strings = StringTracker::default();
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|&b| !(strings.outside(b) && b.is_ascii_whitespace()))
+        .collect();
+    // Only ASCII bytes were dropped, so the rest is still UTF-8.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A JSON string value.

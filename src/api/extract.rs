@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::support::StringTracker;
 
 /// Longest accepted `Idempotency-Key` / `X-Trace-Id`: they are stored and forwarded.
 const MAX_KEY_HEADER_LEN: usize = 1024;
@@ -66,15 +67,9 @@ fn within_jackson_limits(bytes: &[u8]) -> Result<(), ApiError> {
         return Ok(());
     }
     let (mut depth, mut number_len) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
+    let mut strings = StringTracker::default();
     for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if !strings.outside(b) {
             continue;
         }
         match b {
@@ -88,7 +83,6 @@ fn within_jackson_limits(bytes: &[u8]) -> Result<(), ApiError> {
                 }
                 continue;
             }
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_NESTING_DEPTH {

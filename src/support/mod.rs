@@ -3,8 +3,10 @@
 //! type.
 
 mod error_chain;
+mod json_text;
 pub mod lenient;
 mod locks;
 
 pub use error_chain::error_chain;
+pub use json_text::StringTracker;
 pub use locks::{lock, read, write};

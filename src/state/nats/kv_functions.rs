@@ -168,6 +168,8 @@ pub struct Snapshot {
 /// How long the snapshot waits for the next entry before it checks whether the bucket emptied
 /// meanwhile (entries expire or get purged): the watch itself says nothing about an empty bucket.
 const SNAPSHOT_IDLE: Duration = Duration::from_secs(1);
+/// Idle waits before the snapshot gives up (the caller retries, e.g. at start-up).
+const MAX_IDLE_ROUNDS: u32 = 10;
 
 /// Reads the latest entry of every key: a watch with "last per subject" delivery, read until
 /// the server reports nothing pending.
@@ -175,6 +177,7 @@ async fn load_snapshot(kv: &kv::Store) -> Result<Snapshot, FunctionStoreError> {
     let unavailable = |e: &dyn std::fmt::Display| FunctionStoreError::Unavailable(e.to_string());
     let mut snapshot = Snapshot::default();
     let mut latest: BTreeMap<String, FunctionEntry> = BTreeMap::new();
+    let mut idle_rounds = 0;
     if kv.status().await.map_err(|e| unavailable(&e))?.values() == 0 {
         return Ok(snapshot);
     }
@@ -191,6 +194,10 @@ async fn load_snapshot(kv: &kv::Store) -> Result<Snapshot, FunctionStoreError> {
             Err(_idle) => {
                 if kv.status().await.map_err(|e| unavailable(&e))?.values() == 0 {
                     break;
+                }
+                idle_rounds += 1;
+                if idle_rounds >= MAX_IDLE_ROUNDS {
+                    return Err(unavailable(&"the snapshot stalled"));
                 }
                 continue;
             }
