@@ -47,6 +47,7 @@ use crate::queue::SyncSettings;
 use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
 use crate::state::nats::backend::NatsBackend;
+use crate::state::nats::catalog::NatsCatalog;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
 /// `Arc` (one reference-count update per clone) that derefs to the handles.
@@ -82,6 +83,8 @@ pub struct App {
     management: Router,
     /// The internal autoscaler, when `NANOFAAS_AUTOSCALER_ENABLED` (started by `serve`).
     autoscaler: Option<Arc<Autoscaler>>,
+    /// The registry's catalog on NATS (started by `serve` once connected).
+    catalog: Option<Arc<NatsCatalog>>,
 }
 
 impl App {
@@ -141,6 +144,11 @@ impl App {
             health.add_component("nats", Arc::new(move || check.health()));
             nats
         });
+        let catalog = nats.as_ref().map(|nats| {
+            let catalog = Arc::new(NatsCatalog::new(nats.clone()));
+            registry.set_catalog(catalog.clone());
+            catalog
+        });
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -156,6 +164,7 @@ impl App {
             management: api::management::router(state.clone()),
             state,
             autoscaler,
+            catalog,
         })
     }
 
@@ -188,7 +197,8 @@ fn deploy_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn DeploymentPro
         None => Vec::new(),
         Some(DeploymentBackend::ContainerLocal) => vec![Arc::new(
             ContainerLocalProvider::new(config.container_local.clone())
-                .context("connecting to the container engine")?,
+                .context("connecting to the container engine")?
+                .with_shared_state(config.state.backend == StateBackendKind::Nats),
         )],
         Some(DeploymentBackend::Kubernetes) => vec![Arc::new(
             crate::deploy::kubernetes::KubernetesProvider::connect(
@@ -249,9 +259,12 @@ impl BoundApp {
         ));
         // With NATS: the ports answer (readiness DOWN, the `nats` component DOWN) while start-up
         // connects; not connected within the bound, or a shutdown signal first, ends `serve`.
+        let mut state_tasks = Vec::new();
         if let Some(nats) = &state.nats {
             let started = tokio::select! {
-                started = start_nats(&state, nats) => started.map(|()| true),
+                started = start_nats(&state, nats, app.catalog.as_deref(), &stop_rest) => {
+                    started.map(|tasks| state_tasks = tasks).map(|()| true)
+                }
                 () = &mut shutdown => Ok(false),
             };
             if !matches!(started, Ok(true)) {
@@ -309,6 +322,9 @@ impl BoundApp {
         stop_rest.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;
         janitor.abort();
+        for task in state_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -316,11 +332,26 @@ impl BoundApp {
 
 /// Start-up of the NATS backend, before readiness: the connection (bounded by
 /// `NANOFAAS_NATS_CONNECT_TIMEOUT`). Adapters that need the connection start here too.
-async fn start_nats(_state: &AppState, nats: &NatsBackend) -> anyhow::Result<()> {
-    nats.connect()
-        .await
-        .context("state backend nats (NANOFAAS_STATE_BACKEND=nats)")?;
-    Ok(())
+async fn start_nats(
+    state: &AppState,
+    nats: &NatsBackend,
+    catalog: Option<&NatsCatalog>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let context = "state backend nats (NANOFAAS_STATE_BACKEND=nats)";
+    nats.connect().await.context(context)?;
+    let mut tasks = Vec::new();
+    if let Some(catalog) = catalog {
+        // Every function registered through any replica, adopted before readiness.
+        tasks.push(
+            catalog
+                .start(state.registry.clone(), stop.clone())
+                .await
+                .context("loading the function registry from NATS")
+                .context(context)?,
+        );
+    }
+    Ok(tasks)
 }
 
 /// Evicts expired executions and idempotency keys every janitor period (REFERENCE §3.7).

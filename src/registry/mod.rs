@@ -4,6 +4,11 @@
 //! Invariants: a function is visible (list, get, invoke) only once fully registered and provisioned,
 //! and becomes invisible before its teardown starts; operations on one name never interleave.
 
+mod catalog;
+mod replication;
+
+pub use catalog::{CatalogError, FunctionCatalog, RemoteChange};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -122,6 +127,11 @@ pub struct FunctionRegistry {
     pool_allowed_hosts: Option<Vec<HostRule>>,
     providers: Providers,
     listeners: RwLock<Vec<Arc<dyn FunctionLifecycle>>>,
+    /// The shared catalog (NATS backend); `None` with the memory backend.
+    catalog: OnceLock<Arc<dyn FunctionCatalog>>,
+    /// Catalog revision of each local function's record (the CAS token of updates and deletes,
+    /// and how the watch tells changes already applied here).
+    revisions: Mutex<HashMap<String, u64>>,
 }
 
 impl FunctionRegistry {
@@ -137,7 +147,20 @@ impl FunctionRegistry {
             pool_allowed_hosts,
             providers,
             listeners: RwLock::default(),
+            catalog: OnceLock::new(),
+            revisions: Mutex::default(),
         }
+    }
+
+    /// Shares registrations through `catalog` from now on (called once, at build, by `lib.rs`).
+    pub fn set_catalog(&self, catalog: Arc<dyn FunctionCatalog>) {
+        if self.catalog.set(catalog).is_err() {
+            tracing::warn!("a function catalog was already set; keeping the first");
+        }
+    }
+
+    fn catalog(&self) -> Option<&Arc<dyn FunctionCatalog>> {
+        self.catalog.get()
     }
 
     pub fn add_listener(&self, listener: Arc<dyn FunctionLifecycle>) {
@@ -178,11 +201,48 @@ impl FunctionRegistry {
 
     async fn register_locked(
         &self,
-        mut spec: FunctionSpec,
+        spec: FunctionSpec,
     ) -> Result<Arc<RegisteredFunction>, RegistryError> {
         if read(&self.functions).contains_key(&spec.name) {
             return Err(RegistryError::AlreadyExists(spec.name));
         }
+        // With a catalog, a DEPLOYMENT function claims its name before anything is provisioned,
+        // so two replicas racing never both create backend objects.
+        let claim = match self.catalog() {
+            Some(catalog) if spec.execution_mode == ExecutionMode::Deployment => {
+                if !catalog.is_available() {
+                    return Err(catalog_unavailable());
+                }
+                Some(
+                    catalog
+                        .create(&spec.name, catalog::encode_pending())
+                        .await
+                        .map_err(|e| catalog_error(&spec.name, e))?,
+                )
+            }
+            Some(catalog) if !catalog.is_available() => return Err(catalog_unavailable()),
+            _ => None,
+        };
+        let name = spec.name.clone();
+        // The catalog revision this registration owns and must delete if it fails.
+        let mut held = claim;
+        let result = self.provision_and_insert(spec, &mut held).await;
+        if result.is_err() {
+            if let (Some(catalog), Some(rev)) = (self.catalog(), held) {
+                if let Err(e) = catalog.delete(&name, rev).await {
+                    tracing::warn!(function = name, error = %e, "dropping the catalog claim of a failed registration failed");
+                }
+            }
+        }
+        result
+    }
+
+    async fn provision_and_insert(
+        &self,
+        mut spec: FunctionSpec,
+        held: &mut Option<u64>,
+    ) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        let claim = *held;
         let requested_mode = spec.execution_mode;
         let mut effective_mode = requested_mode;
         let mut backend: Option<Arc<dyn DeploymentProvider>> = None;
@@ -245,6 +305,30 @@ impl FunctionRegistry {
             endpoint,
             metrics: OnceLock::new(),
         });
+        let revision = match self.catalog() {
+            None => None,
+            Some(catalog) => {
+                let record = catalog::encode(function.response(), None);
+                let written = match claim {
+                    Some(rev) => catalog.update(function.name(), record, rev).await,
+                    None => catalog.create(function.name(), record).await,
+                };
+                match written {
+                    Ok(rev) => {
+                        *held = Some(rev);
+                        Some(rev)
+                    }
+                    Err(e) => {
+                        if let Some(provider) = &backend {
+                            if let Err(e) = provider.deprovision(function.name()).await {
+                                tracing::warn!(function = function.name(), error = %e, "rollback deprovision failed");
+                            }
+                        }
+                        return Err(catalog_error(function.name(), e));
+                    }
+                }
+            }
+        };
 
         let listeners = read(&self.listeners).clone();
         for (i, listener) in listeners.iter().enumerate() {
@@ -259,6 +343,9 @@ impl FunctionRegistry {
                 }
                 return Err(DeployError::Unavailable(message).into());
             }
+        }
+        if let Some(rev) = revision {
+            lock(&self.revisions).insert(function.name().to_owned(), rev);
         }
         write(&self.functions).insert(function.spec.name.clone(), function.clone());
         tracing::info!(
@@ -298,6 +385,17 @@ impl FunctionRegistry {
     }
 
     async fn remove_locked(&self, name: &str) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        if let Some(catalog) = self.catalog() {
+            // The record goes first: of replicas racing to delete, only the one whose delete
+            // the catalog accepts tears the backend down (the others answer 404).
+            if !read(&self.functions).contains_key(name) {
+                return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            if !catalog.is_available() {
+                return Err(catalog_unavailable());
+            }
+            self.delete_record(catalog.as_ref(), name).await?;
+        }
         let function = write(&self.functions)
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
@@ -317,6 +415,19 @@ impl FunctionRegistry {
                     }
                 }
                 write(&self.functions).insert(name.to_owned(), function.clone());
+                if let Some(catalog) = self.catalog() {
+                    // The record was deleted first; put it back so every replica sees the
+                    // function again and the delete can be retried anywhere.
+                    let record = catalog::encode(function.response(), None);
+                    match catalog.create(name, record).await {
+                        Ok(rev) => {
+                            lock(&self.revisions).insert(name.to_owned(), rev);
+                        }
+                        Err(e) => {
+                            tracing::warn!(function = name, error = %e, "restoring the catalog record after a failed delete failed")
+                        }
+                    }
+                }
                 return Err(e.into());
             }
         }
@@ -343,13 +454,85 @@ impl FunctionRegistry {
                     "No managed deployment provider with id '{id}' found"
                 ))
             })?;
+            if let Some(catalog) = self.catalog() {
+                if !catalog.is_available() {
+                    return Err(catalog_unavailable());
+                }
+            }
             provider.set_replicas(name, replicas).await?;
+            if let Some(catalog) = self.catalog() {
+                // After the backend scaled, so replicas that re-adopt on this change find the
+                // new runtime (container-local replicas).
+                self.update_record(catalog.as_ref(), &function, Some(replicas))
+                    .await?;
+            }
             Ok(replicas)
         }
         .await;
         drop(guard);
         self.release_name_lock(name, lock);
         result
+    }
+
+    /// Deletes `name`'s record at the revision this replica knows, re-reading it once if it
+    /// moved on (a replica change made elsewhere). Gone already: another replica deleted it.
+    async fn delete_record(
+        &self,
+        catalog: &dyn FunctionCatalog,
+        name: &str,
+    ) -> Result<(), RegistryError> {
+        let known = lock(&self.revisions).get(name).copied();
+        let first = match known {
+            Some(rev) => catalog.delete(name, rev).await,
+            None => Err(CatalogError::Conflict),
+        };
+        match first {
+            Ok(()) => {}
+            Err(CatalogError::Conflict) => match catalog.get(name).await {
+                Ok(Some((_, rev))) => catalog
+                    .delete(name, rev)
+                    .await
+                    .map_err(|e| catalog_error(name, e))?,
+                Ok(None) => return Err(RegistryError::NotFound(name.to_owned())),
+                Err(e) => return Err(catalog_error(name, e)),
+            },
+            Err(e) => return Err(catalog_error(name, e)),
+        }
+        lock(&self.revisions).remove(name);
+        Ok(())
+    }
+
+    /// Rewrites `function`'s record (compare-and-set, re-read on a concurrent change).
+    async fn update_record(
+        &self,
+        catalog: &dyn FunctionCatalog,
+        function: &RegisteredFunction,
+        replicas: Option<u32>,
+    ) -> Result<(), RegistryError> {
+        let name = function.name();
+        let record = catalog::encode(function.response(), replicas);
+        let mut expected = lock(&self.revisions).get(name).copied();
+        for _ in 0..3 {
+            let attempt = match expected {
+                Some(rev) => catalog.update(name, record.clone(), rev).await,
+                None => Err(CatalogError::Conflict),
+            };
+            match attempt {
+                Ok(rev) => {
+                    lock(&self.revisions).insert(name.to_owned(), rev);
+                    return Ok(());
+                }
+                Err(CatalogError::Conflict) => match catalog.get(name).await {
+                    Ok(Some((_, rev))) => expected = Some(rev),
+                    Ok(None) => return Err(RegistryError::NotFound(name.to_owned())),
+                    Err(e) => return Err(catalog_error(name, e)),
+                },
+                Err(e) => return Err(catalog_error(name, e)),
+            }
+        }
+        Err(RegistryError::Unavailable(format!(
+            "Function '{name}' keeps changing concurrently; retry"
+        )))
     }
 
     fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -365,6 +548,25 @@ impl FunctionRegistry {
         // Our clone plus the map's: nobody else is waiting.
         if Arc::strong_count(&held) == 2 {
             locks.remove(name);
+        }
+    }
+}
+
+fn catalog_unavailable() -> RegistryError {
+    RegistryError::Unavailable(
+        "The function catalog (NATS) is unavailable; retry shortly".to_owned(),
+    )
+}
+
+fn catalog_error(name: &str, e: CatalogError) -> RegistryError {
+    match e {
+        CatalogError::AlreadyExists => RegistryError::AlreadyExists(name.to_owned()),
+        CatalogError::Conflict => {
+            RegistryError::Unavailable(format!("Function '{name}' changed concurrently; retry"))
+        }
+        CatalogError::Unavailable(reason) => {
+            tracing::warn!(function = name, error = %reason, "function catalog unavailable");
+            catalog_unavailable()
         }
     }
 }

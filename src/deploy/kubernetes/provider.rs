@@ -339,6 +339,25 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
+    /// Another replica applied the objects: the endpoint is the Service's, derived from the name.
+    fn adopt<'a>(
+        &'a self,
+        spec: &'a FunctionSpec,
+    ) -> BoxFuture<'a, Result<Provisioned, DeployError>> {
+        Box::pin(async move {
+            // Owned by this function here too, so a colliding name is still refused locally.
+            self.claim(&spec.name)?;
+            Ok(Provisioned {
+                endpoint_url: self.manifests.endpoint_url(&spec.name),
+                replicas: None,
+            })
+        })
+    }
+
+    fn forget(&self, name: &str) {
+        self.release(name);
+    }
+
     fn ready_replicas<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, DeployError>> {
         Box::pin(async move {
             let object = resource_name(name);

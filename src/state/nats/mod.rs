@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod callbacks;
+pub mod catalog;
 pub mod connect;
 pub mod kv_executions;
 pub mod kv_functions;
