@@ -48,6 +48,7 @@ use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
 use crate::state::nats::backend::NatsBackend;
 use crate::state::nats::catalog::NatsCatalog;
+use crate::state::nats::leader::NatsLeader;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
 /// `Arc` (one reference-count update per clone) that derefs to the handles.
@@ -83,8 +84,14 @@ pub struct App {
     management: Router,
     /// The internal autoscaler, when `NANOFAAS_AUTOSCALER_ENABLED` (started by `serve`).
     autoscaler: Option<Arc<Autoscaler>>,
-    /// The registry's catalog on NATS (started by `serve` once connected).
-    catalog: Option<Arc<NatsCatalog>>,
+    /// The NATS adapters `serve` starts once connected.
+    nats: Option<NatsParts>,
+}
+
+/// The NATS adapters wired at build and started by `serve` (see [`start_nats`]).
+struct NatsParts {
+    catalog: Arc<NatsCatalog>,
+    leader: Arc<NatsLeader>,
 }
 
 impl App {
@@ -138,16 +145,26 @@ impl App {
             autoscaler
         });
         let health = Arc::new(Health::default());
-        let nats = (config.state.backend == StateBackendKind::Nats).then(|| {
-            let nats = Arc::new(NatsBackend::new(&config));
-            let check = nats.clone();
-            health.add_component("nats", Arc::new(move || check.health()));
-            nats
-        });
-        let catalog = nats.as_ref().map(|nats| {
+        let nats = (config.state.backend == StateBackendKind::Nats)
+            .then(|| Arc::new(NatsBackend::new(&config)));
+        let nats_parts = nats.as_ref().map(|nats| {
             let catalog = Arc::new(NatsCatalog::new(nats.clone()));
             registry.set_catalog(catalog.clone());
-            catalog
+            let leader = Arc::new(NatsLeader::new(nats.clone()));
+            if let Some(autoscaler) = &autoscaler {
+                autoscaler.set_leader_gate(leader.clone());
+            }
+            let (check, elected) = (nats.clone(), leader.clone());
+            health.add_component(
+                "nats",
+                Arc::new(move || {
+                    let (up, mut details) = check.health();
+                    details["leader"] =
+                        serde_json::Value::Bool(elected.leadership().token().is_some());
+                    (up, details)
+                }),
+            );
+            NatsParts { catalog, leader }
         });
         let state = AppState(Arc::new(Handles {
             config,
@@ -164,7 +181,7 @@ impl App {
             management: api::management::router(state.clone()),
             state,
             autoscaler,
-            catalog,
+            nats: nats_parts,
         })
     }
 
@@ -262,7 +279,7 @@ impl BoundApp {
         let mut state_tasks = Vec::new();
         if let Some(nats) = &state.nats {
             let started = tokio::select! {
-                started = start_nats(&state, nats, app.catalog.as_deref(), &stop_rest) => {
+                started = start_nats(&state, nats, app.nats.as_ref(), &stop_rest) => {
                     started.map(|tasks| state_tasks = tasks).map(|()| true)
                 }
                 () = &mut shutdown => Ok(false),
@@ -335,19 +352,29 @@ impl BoundApp {
 async fn start_nats(
     state: &AppState,
     nats: &NatsBackend,
-    catalog: Option<&NatsCatalog>,
+    parts: Option<&NatsParts>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let context = "state backend nats (NANOFAAS_STATE_BACKEND=nats)";
     nats.connect().await.context(context)?;
     let mut tasks = Vec::new();
-    if let Some(catalog) = catalog {
+    if let Some(parts) = parts {
         // Every function registered through any replica, adopted before readiness.
         tasks.push(
-            catalog
+            parts
+                .catalog
                 .start(state.registry.clone(), stop.clone())
                 .await
                 .context("loading the function registry from NATS")
+                .context(context)?,
+        );
+        // The election for the work done once cluster-wide (the autoscaler).
+        tasks.push(
+            parts
+                .leader
+                .start(state.config.state.nats.lease_ttl, stop.clone())
+                .await
+                .context("opening the leader lease in NATS")
                 .context(context)?,
         );
     }

@@ -36,6 +36,9 @@ pub struct NatsConfig {
     /// `NANOFAAS_NATS_REPLICAS`: copies JetStream keeps of every stream and bucket (1 on a single
     /// server, 3 in a three-node cluster).
     pub replicas: usize,
+    /// `NANOFAAS_NATS_LEASE_TTL`: the leader lease's lifetime; a dead leader is replaced within
+    /// about this (docs/ha.md).
+    pub lease_ttl: Duration,
 }
 
 // Secrets stay out of logs and panic messages.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_required", &self.tls_required)
             .field("connect_timeout", &self.connect_timeout)
             .field("replicas", &self.replicas)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
@@ -170,6 +174,7 @@ pub(super) fn read(r: &Reader<'_>) -> Result<StateConfig, ConfigError> {
             connect_timeout: r
                 .positive_duration("nanofaas.nats.connect-timeout", Duration::from_secs(30))?,
             replicas: r.int("nanofaas.nats.replicas", 1, 1, MAX_NATS_REPLICAS)? as usize,
+            lease_ttl: r.positive_duration("nanofaas.nats.lease-ttl", Duration::from_secs(10))?,
         },
         replica_id,
     })

@@ -287,6 +287,7 @@ fn state_backend_and_nats_settings() {
     assert_eq!(c.state.nats.prefix, "nanofaas");
     assert_eq!(c.state.nats.connect_timeout, Duration::from_secs(30));
     assert_eq!(c.state.nats.replicas, 1);
+    assert_eq!(c.state.nats.lease_ttl, Duration::from_secs(10));
     assert_eq!(c.state.replica_id, None);
     let c = config(&[
         ("NANOFAAS_STATE_BACKEND", "nats"),

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod kv_executions;
 pub mod kv_functions;
 pub mod kv_idempotency;
+pub mod leader;
 pub mod lease;
 pub mod names;
 pub mod queue;
