@@ -164,6 +164,10 @@ impl App {
                     (up, details)
                 }),
             );
+            metrics.add_section(Arc::new(crate::state::nats::metrics::NatsMetrics {
+                backend: nats.clone(),
+                leader: leader.clone(),
+            }));
             NatsParts { catalog, leader }
         });
         let state = AppState(Arc::new(Handles {

@@ -283,11 +283,19 @@ async fn nats_lost_while_running_shows_down_refuses_registration_and_keeps_sync_
     assert_eq!(nats_status(&a).await, "UP");
     assert_eq!(health(&a).await.0, 200);
 
+    let scrape = a.scrape().await;
+    assert!(scrape.contains("nanofaas_nats_connected 1.0"), "{scrape}");
     nats.kill();
     eventually("nats component DOWN", || async {
         nats_status(&a).await == "DOWN"
     })
     .await;
+    let scrape = a.scrape().await;
+    assert!(scrape.contains("nanofaas_nats_connected 0.0"), "{scrape}");
+    assert!(
+        scrape.contains("nanofaas_nats_disconnects_total 1"),
+        "{scrape}"
+    );
     // Readiness stays UP: a broker outage must not take every replica out of the Service.
     assert_eq!(readiness(&a).await, 200);
     let r = a.register(pool_spec("late", &stub.url("/reply"))).await;

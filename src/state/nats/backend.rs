@@ -105,13 +105,18 @@ impl NatsBackend {
         self.state().is_up()
     }
 
+    /// (reconnects, disconnects) since start.
+    pub fn connection_counts(&self) -> (u64, u64) {
+        self.connection.get().map_or((0, 0), |c| {
+            let r = c.reporter();
+            (r.reconnects(), r.disconnects())
+        })
+    }
+
     /// The `nats` health component: up, and details (URL without credentials, state, counts).
     pub fn health(&self) -> (bool, serde_json::Value) {
         let state = self.state();
-        let (reconnects, disconnects) = self.connection.get().map_or((0, 0), |c| {
-            let r = c.reporter();
-            (r.reconnects(), r.disconnects())
-        });
+        let (reconnects, disconnects) = self.connection_counts();
         let state_name = match state {
             ConnectionState::Connecting => "CONNECTING",
             ConnectionState::Connected => "CONNECTED",

@@ -16,6 +16,7 @@ pub mod kv_functions;
 pub mod kv_idempotency;
 pub mod leader;
 pub mod lease;
+pub mod metrics;
 pub mod names;
 pub mod queue;
 
