@@ -160,6 +160,12 @@ pub(super) fn read(r: &Reader<'_>) -> Result<StateConfig, ConfigError> {
         }
         _ => None,
     };
+    let lease_ttl = r.positive_duration("nanofaas.nats.lease-ttl", Duration::from_secs(10))?;
+    if lease_ttl < Duration::from_secs(1) {
+        // Renewed every TTL/3 against a broker whose expiry timer lags by up to ~0.3 s.
+        let (name, value) = r.raw("nanofaas.nats.lease-ttl").unwrap_or_default();
+        return Err(Reader::fail(name, value, "expected at least 1s"));
+    }
     Ok(StateConfig {
         backend,
         nats: NatsConfig {
@@ -174,7 +180,7 @@ pub(super) fn read(r: &Reader<'_>) -> Result<StateConfig, ConfigError> {
             connect_timeout: r
                 .positive_duration("nanofaas.nats.connect-timeout", Duration::from_secs(30))?,
             replicas: r.int("nanofaas.nats.replicas", 1, 1, MAX_NATS_REPLICAS)? as usize,
-            lease_ttl: r.positive_duration("nanofaas.nats.lease-ttl", Duration::from_secs(10))?,
+            lease_ttl,
         },
         replica_id,
     })

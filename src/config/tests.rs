@@ -321,6 +321,7 @@ fn state_backend_and_nats_settings() {
         ("NANOFAAS_NATS_REPLICAS", "7"),
         ("NANOFAAS_REPLICA_ID", "a b"),
         ("NANOFAAS_NATS_TLS_REQUIRED", "yes"),
+        ("NANOFAAS_NATS_LEASE_TTL", "500ms"),
     ] {
         let err = config(&[(var, value)]).unwrap_err();
         assert_eq!(err.variable, var, "{value}");
