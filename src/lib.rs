@@ -41,7 +41,7 @@ use crate::admission::RateLimiter;
 use crate::api::management::Health;
 use crate::auth::TokenStore;
 use crate::autoscaler::Autoscaler;
-use crate::config::{Config, DeploymentBackend};
+use crate::config::{Config, DeploymentBackend, StateBackendKind};
 use crate::deploy::container_local::ContainerLocalProvider;
 use crate::deploy::{DeploymentProvider, Providers};
 use crate::dispatch::Dispatcher;
@@ -52,6 +52,9 @@ use crate::metrics::Metrics;
 use crate::queue::SyncSettings;
 use crate::registry::FunctionRegistry;
 use crate::runtime_config::RuntimeConfigService;
+use crate::state::nats::backend::NatsBackend;
+use crate::state::nats::catalog::NatsCatalog;
+use crate::state::nats::leader::NatsLeader;
 use crate::support::net_policy::NetPolicy;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
@@ -78,6 +81,9 @@ pub struct Handles {
     pub health: Arc<Health>,
     /// The bearer tokens, when any surface is protected; `reload()` is the reload handle.
     pub auth: Option<Arc<TokenStore>>,
+    /// The NATS state backend when `NANOFAAS_STATE_BACKEND=nats` (`None` = memory: no NATS code
+    /// runs). Its connection exists once `serve` connected; adapters take it from here.
+    pub nats: Option<Arc<NatsBackend>>,
 }
 
 /// The assembled control plane, not yet listening.
@@ -87,6 +93,14 @@ pub struct App {
     management: Router,
     /// The internal autoscaler, when `NANOFAAS_AUTOSCALER_ENABLED` (started by `serve`).
     autoscaler: Option<Arc<Autoscaler>>,
+    /// The NATS adapters `serve` starts once connected.
+    nats: Option<NatsParts>,
+}
+
+/// The NATS adapters wired at build and started by `serve` (see [`start_nats`]).
+struct NatsParts {
+    catalog: Arc<NatsCatalog>,
+    leader: Arc<NatsLeader>,
 }
 
 impl App {
@@ -149,6 +163,32 @@ impl App {
             }
             _ => None,
         };
+        let health = Arc::new(Health::default());
+        let nats = (config.state.backend == StateBackendKind::Nats)
+            .then(|| Arc::new(NatsBackend::new(&config)));
+        let nats_parts = nats.as_ref().map(|nats| {
+            let catalog = Arc::new(NatsCatalog::new(nats.clone()));
+            registry.set_catalog(catalog.clone());
+            let leader = Arc::new(NatsLeader::new(nats.clone()));
+            if let Some(autoscaler) = &autoscaler {
+                autoscaler.set_leader_gate(leader.clone());
+            }
+            let (check, elected) = (nats.clone(), leader.clone());
+            health.add_component(
+                "nats",
+                Arc::new(move || {
+                    let (up, mut details) = check.health();
+                    details["leader"] =
+                        serde_json::Value::Bool(elected.leadership().token().is_some());
+                    (up, details)
+                }),
+            );
+            metrics.add_section(Arc::new(crate::state::nats::metrics::NatsMetrics {
+                backend: nats.clone(),
+                leader: leader.clone(),
+            }));
+            NatsParts { catalog, leader }
+        });
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -156,14 +196,16 @@ impl App {
             idempotency,
             metrics,
             runtime_config,
-            health: Arc::new(Health::default()),
             auth,
+            health,
+            nats,
         }));
         Ok(App {
             api: api::router(state.clone()),
             management: api::management::router(state.clone()),
             state,
             autoscaler,
+            nats: nats_parts,
         })
     }
 
@@ -209,7 +251,8 @@ fn deploy_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn DeploymentPro
         None => Vec::new(),
         Some(DeploymentBackend::ContainerLocal) => vec![Arc::new(
             ContainerLocalProvider::new(config.container_local.clone())
-                .context("connecting to the container engine")?,
+                .context("connecting to the container engine")?
+                .with_shared_state(config.state.backend == StateBackendKind::Nats),
         )],
         Some(DeploymentBackend::Kubernetes) => vec![Arc::new(
             crate::deploy::kubernetes::KubernetesProvider::connect(
@@ -253,6 +296,7 @@ impl BoundApp {
             callback,
             ..
         } = self;
+        let mut shutdown = std::pin::pin!(shutdown);
         let state = app.state.clone();
         let grace = state.config.shutdown_grace;
         let stop_api = CancellationToken::new();
@@ -283,6 +327,25 @@ impl BoundApp {
             server::Limits::management(&state.config),
             stop_rest.clone(),
         ));
+        // With NATS: the ports answer (readiness DOWN, the `nats` component DOWN) while start-up
+        // connects; not connected within the bound, or a shutdown signal first, ends `serve`.
+        let mut state_tasks = Vec::new();
+        if let Some(nats) = &state.nats {
+            let started = tokio::select! {
+                started = start_nats(&state, nats, app.nats.as_ref(), &stop_rest) => {
+                    started.map(|tasks| state_tasks = tasks).map(|()| true)
+                }
+                () = &mut shutdown => Ok(false),
+            };
+            if !matches!(started, Ok(true)) {
+                stop_api.cancel();
+                stop_rest.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), api_server).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), management_server).await;
+                janitor.abort();
+                return started.map(|_| ());
+            }
+        }
         for provider in state.registry.providers().all() {
             provider.start().await;
         }
@@ -291,7 +354,7 @@ impl BoundApp {
         state.health.set_ready(true);
         tracing::info!("control plane ready");
 
-        shutdown.await;
+        shutdown.as_mut().await;
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         state.health.set_ready(false);
         stop_api.cancel();
@@ -332,9 +395,46 @@ impl BoundApp {
             let _ = tokio::time::timeout(Duration::from_secs(1), callback_server).await;
         }
         janitor.abort();
+        for task in state_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Start-up of the NATS backend, before readiness: the connection (bounded by
+/// `NANOFAAS_NATS_CONNECT_TIMEOUT`). Adapters that need the connection start here too.
+async fn start_nats(
+    state: &AppState,
+    nats: &NatsBackend,
+    parts: Option<&NatsParts>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let context = "state backend nats (NANOFAAS_STATE_BACKEND=nats)";
+    nats.connect().await.context(context)?;
+    let mut tasks = Vec::new();
+    if let Some(parts) = parts {
+        // Every function registered through any replica, adopted before readiness.
+        tasks.push(
+            parts
+                .catalog
+                .start(state.registry.clone(), stop.clone())
+                .await
+                .context("loading the function registry from NATS")
+                .context(context)?,
+        );
+        // The election for the work done once cluster-wide (the autoscaler).
+        tasks.push(
+            parts
+                .leader
+                .start(state.config.state.nats.lease_ttl, stop.clone())
+                .await
+                .context("opening the leader lease in NATS")
+                .context(context)?,
+        );
+    }
+    Ok(tasks)
 }
 
 /// Evicts expired executions and idempotency keys every janitor period (REFERENCE §3.7).

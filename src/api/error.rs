@@ -57,6 +57,10 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// The shared state backend (NATS) cannot be reached now: 503 with `Retry-After`, as the
+    /// client reconnects by itself (docs/ha.md).
+    #[error("{0}")]
+    StateUnavailable(String),
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
@@ -78,6 +82,9 @@ fn unauthorized_message(invalid_token: &bool) -> &'static str {
         "Authentication required: send Authorization: Bearer <token>"
     }
 }
+
+/// `Retry-After` while the state backend is unreachable: about one reconnect attempt of the client.
+pub const STATE_RETRY_AFTER_SECONDS: u32 = 2;
 
 /// The error body of every API error (DECISIONS 2).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -113,6 +120,7 @@ impl ApiError {
             }
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::ServiceUnavailable(_)
+            | ApiError::StateUnavailable(_)
             | ApiError::Overloaded(_)
             | ApiError::ImageRegistryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ImageNotFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -142,7 +150,9 @@ impl ApiError {
             ApiError::QueueFull(_) => "QUEUE_FULL",
             ApiError::SyncQueueRejected { .. } => "SYNC_QUEUE_REJECTED",
             ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
-            ApiError::ServiceUnavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::ServiceUnavailable(_) | ApiError::StateUnavailable(_) => {
+                "SERVICE_UNAVAILABLE"
+            }
             ApiError::Overloaded(_) => "OVERLOADED",
             ApiError::ImageNotFound(_) => "IMAGE_NOT_FOUND",
             ApiError::ImagePullAuthRequired(_) => "IMAGE_PULL_AUTH_REQUIRED",
@@ -172,6 +182,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             ApiError::RateLimited | ApiError::QueueFull(_) | ApiError::Overloaded(_) => Some(1),
+            ApiError::StateUnavailable(_) => Some(STATE_RETRY_AFTER_SECONDS),
             ApiError::SyncQueueRejected {
                 retry_after_seconds,
                 ..
@@ -239,6 +250,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::BadRequest(message) => ApiError::BadRequest(message),
             e @ RegistryError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
             e @ RegistryError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RegistryError::Unavailable(message) => ApiError::StateUnavailable(message),
             RegistryError::Deploy(e) => e.into(),
         }
     }

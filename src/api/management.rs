@@ -2,6 +2,7 @@
 //! build-metadata endpoint of the main port (§1.15).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,13 +13,33 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::auth::{self, GuardParts, Protected};
+use crate::support::{read, write};
 
 const ACTUATOR_JSON: &str = "application/vnd.spring-boot.actuator.v3+json";
 
-/// Liveness and readiness of the process.
-#[derive(Debug, Default)]
+/// A health contributor besides the process itself (e.g. the `nats` state backend): whether it
+/// is up, and details shown under its name. Called on every `/actuator/health` request.
+pub type ComponentCheck = Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>;
+
+/// Liveness and readiness of the process, and the named components `/actuator/health` lists.
+///
+/// Readiness is the process's own state only: a component that goes down (a lost broker) shows
+/// in `/actuator/health` but does not take the replica out of a Service, as Spring's readiness
+/// group without that contributor would not.
+#[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    components: RwLock<Vec<(&'static str, ComponentCheck)>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = read(&self.components).iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Health")
+            .field("ready", &self.is_ready())
+            .field("components", &names)
+            .finish()
+    }
 }
 
 impl Health {
@@ -28,6 +49,23 @@ impl Health {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Adds a component to `/actuator/health` (with none, the body is exactly as before).
+    pub fn add_component(&self, name: &'static str, check: ComponentCheck) {
+        write(&self.components).push((name, check));
+    }
+
+    /// Each component's status now.
+    fn components(&self) -> Vec<(&'static str, bool, serde_json::Value)> {
+        let checks = read(&self.components).clone();
+        checks
+            .into_iter()
+            .map(|(name, check)| {
+                let (up, details) = check();
+                (name, up, details)
+            })
+            .collect()
     }
 }
 
@@ -95,17 +133,45 @@ fn actuator(headers: &HeaderMap, status: StatusCode, body: serde_json::Value) ->
 
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let actuator = |status, body| actuator(&headers, status, body);
-    if state.health.is_ready() {
-        actuator(
-            StatusCode::OK,
-            json!({"status": "UP", "groups": ["liveness", "readiness"]}),
-        )
-    } else {
-        actuator(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "OUT_OF_SERVICE", "groups": ["liveness", "readiness"]}),
-        )
+    let components = state.health.components();
+    if components.is_empty() {
+        return if state.health.is_ready() {
+            actuator(
+                StatusCode::OK,
+                json!({"status": "UP", "groups": ["liveness", "readiness"]}),
+            )
+        } else {
+            actuator(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "OUT_OF_SERVICE", "groups": ["liveness", "readiness"]}),
+            )
+        };
     }
+    // Spring's aggregation: DOWN outranks OUT_OF_SERVICE outranks UP; both are 503.
+    let any_down = components.iter().any(|(_, up, _)| !up);
+    let (code, status) = if any_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "DOWN")
+    } else if !state.health.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "OUT_OF_SERVICE")
+    } else {
+        (StatusCode::OK, "UP")
+    };
+    let readiness = if state.health.is_ready() {
+        "UP"
+    } else {
+        "OUT_OF_SERVICE"
+    };
+    let mut listed = serde_json::Map::new();
+    listed.insert("livenessState".into(), json!({"status": "UP"}));
+    listed.insert("readinessState".into(), json!({"status": readiness}));
+    for (name, up, details) in components {
+        let status = if up { "UP" } else { "DOWN" };
+        listed.insert(name.into(), json!({"status": status, "details": details}));
+    }
+    actuator(
+        code,
+        json!({"status": status, "components": listed, "groups": ["liveness", "readiness"]}),
+    )
 }
 
 async fn liveness(headers: HeaderMap) -> Response {

@@ -17,7 +17,7 @@ pub mod policy;
 pub mod target_load;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -25,6 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AutoscalerConfig;
+use crate::deploy::BoxFuture;
 use crate::function::{ConcurrencyControlMode, ScalingStrategy};
 use crate::metrics::{MetricWriter, MetricsSection};
 use crate::queue::QueueManager;
@@ -51,6 +52,15 @@ impl QueueControl for QueueManager {
     fn set_controller(&self, name: &str, mode: ConcurrencyControlMode, target: u32) {
         QueueManager::set_controller(self, name, mode, target);
     }
+}
+
+/// With shared state (several control-plane replicas), scaling happens on one replica at a
+/// time: the elected leader (docs/ha.md, guarantee 8). The loop ticks only while `is_leader`, and
+/// each scaling call is preceded by `confirm`, which checks the lease against the shared store
+/// (a replica that lost the lease without noticing makes no call).
+pub trait LeaderGate: Send + Sync {
+    fn is_leader(&self) -> bool;
+    fn confirm(&self) -> BoxFuture<'_, bool>;
 }
 
 /// Everything the autoscaler remembers about one function between ticks.
@@ -84,6 +94,8 @@ pub struct Autoscaler {
     poll_interval: Duration,
     state: Mutex<HashMap<String, FunctionState>>,
     target_load: TargetLoadGauges,
+    /// `None` = a single control plane: always acts.
+    leader: OnceLock<Arc<dyn LeaderGate>>,
 }
 
 impl Autoscaler {
@@ -102,6 +114,14 @@ impl Autoscaler {
             poll_interval: settings.poll_interval,
             state: Mutex::default(),
             target_load: TargetLoadGauges::default(),
+            leader: OnceLock::new(),
+        }
+    }
+
+    /// Acts only while `gate` says this replica leads (set once, at build, with shared state).
+    pub fn set_leader_gate(&self, gate: Arc<dyn LeaderGate>) {
+        if self.leader.set(gate).is_err() {
+            tracing::warn!("a leader gate was already set; keeping the first");
         }
     }
 
@@ -137,6 +157,14 @@ impl Autoscaler {
 
     /// One pass over every registered function; each decision is logged.
     async fn tick(&self) {
+        if let Some(gate) = self.leader.get() {
+            if !gate.is_leader() {
+                // A follower keeps no history: when it becomes leader, rates and cooldowns
+                // start afresh instead of from samples taken long ago.
+                lock(&self.state).clear();
+                return;
+            }
+        }
         for (function, result) in self.evaluate_all().await {
             match result {
                 Ok(evaluation) => tracing::debug!(function, ?evaluation, "autoscaler"),
@@ -230,6 +258,11 @@ impl Autoscaler {
                 Scale::Up(_) => "up",
                 Scale::Down(_) => "down",
             };
+            if let Some(gate) = self.leader.get() {
+                if !gate.confirm().await {
+                    return Err("not the leader any more: no scaling".to_owned());
+                }
+            }
             match self.registry.set_replicas(name, target).await {
                 Ok(_) => {
                     tracing::info!(

@@ -498,3 +498,49 @@ async fn the_loop_ticks_after_each_interval_and_stops_when_cancelled() {
     tokio::time::sleep(POLL * 20).await;
     assert_eq!(h.backend.calls().len(), 1, "stopped");
 }
+
+/// A leader gate the test flips; counts confirmations.
+#[derive(Default)]
+struct FakeGate {
+    leader: std::sync::atomic::AtomicBool,
+    confirms: std::sync::atomic::AtomicBool,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+impl LeaderGate for FakeGate {
+    fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn confirm(&self) -> BoxFuture<'_, bool> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ok = self.confirms.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { ok })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_confirmed_leader_scales() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = Harness::new();
+    let gate = Arc::new(FakeGate::default());
+    h.scaler.set_leader_gate(gate.clone());
+    h.deployment("f", queue_depth("5", 1, 10)).await;
+    h.queue.set_load("f", 15, 0);
+
+    // A follower's tick does nothing at all.
+    h.scaler.tick().await;
+    assert!(h.backend.calls().is_empty());
+    assert_eq!(gate.asked.load(SeqCst), 0);
+
+    // A leader whose lease check fails (taken over meanwhile) makes no scaling call.
+    gate.leader.store(true, SeqCst);
+    let outcome = h.outcome("f").await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(h.backend.calls().is_empty());
+    assert_eq!(gate.asked.load(SeqCst), 1);
+
+    // Confirmed: it scales.
+    gate.confirms.store(true, SeqCst);
+    assert_eq!(scaled_to(&h.outcome("f").await), Some(3));
+    assert_eq!(h.backend.calls(), vec![("f".to_owned(), 3)]);
+}

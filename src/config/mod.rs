@@ -21,11 +21,13 @@ use env::Reader;
 
 mod duration;
 mod env;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use duration::{format_iso_duration, parse_duration, parse_iso_duration};
 pub use env::env_names;
+pub use state::{DEFAULT_NATS_URL, NatsConfig, StateBackendKind, StateConfig};
 
 /// A setting that could not be parsed; start-up stops with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,6 +247,8 @@ pub struct Config {
     pub scaling: AutoscalerConfig,
     pub container_local: ContainerLocalConfig,
     pub auth: AuthConfig,
+    /// `NANOFAAS_STATE_BACKEND` and the NATS settings (issue 9, docs/ha.md).
+    pub state: StateConfig,
 }
 
 impl Default for Config {
@@ -428,6 +432,7 @@ impl Config {
                     .unwrap_or_else(|| "default".to_owned()),
             },
             auth: r.auth()?,
+            state: state::read(&r)?,
         };
         Ok(config)
     }

@@ -355,3 +355,56 @@ fn auth_is_off_by_default_and_needs_a_token_file_when_on() {
     );
     assert_eq!(auth.reload_interval, Duration::from_secs(2));
 }
+
+#[test]
+fn state_backend_and_nats_settings() {
+    use super::StateBackendKind;
+    let c = config(&[]).unwrap();
+    assert_eq!(c.state.backend, StateBackendKind::Memory);
+    assert_eq!(c.state.nats.urls, vec!["nats://127.0.0.1:4222".to_owned()]);
+    assert_eq!(c.state.nats.prefix, "nanofaas");
+    assert_eq!(c.state.nats.connect_timeout, Duration::from_secs(30));
+    assert_eq!(c.state.nats.replicas, 1);
+    assert_eq!(c.state.nats.lease_ttl, Duration::from_secs(10));
+    assert_eq!(c.state.replica_id, None);
+    let c = config(&[
+        ("NANOFAAS_STATE_BACKEND", "nats"),
+        ("NANOFAAS_NATS_URL", "nats://a:4222, tls://b:4223,c:4222"),
+        ("NANOFAAS_NATS_PREFIX", "team_a-1"),
+        ("NANOFAAS_NATS_USER", "u"),
+        ("NANOFAAS_NATS_PASSWORD", "secret"),
+        ("NANOFAAS_NATS_TLS_REQUIRED", "true"),
+        ("NANOFAAS_NATS_CONNECT_TIMEOUT", "5s"),
+        ("NANOFAAS_NATS_REPLICAS", "3"),
+        ("NANOFAAS_REPLICA_ID", "control-plane-0"),
+    ])
+    .unwrap();
+    assert_eq!(c.state.backend, StateBackendKind::Nats);
+    assert_eq!(
+        c.state.nats.urls,
+        ["nats://a:4222", "tls://b:4223", "c:4222"]
+    );
+    assert_eq!(c.state.nats.prefix, "team_a-1");
+    assert!(c.state.nats.tls_required);
+    assert_eq!(c.state.nats.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.state.nats.replicas, 3);
+    assert_eq!(c.state.replica_id.as_deref(), Some("control-plane-0"));
+    // The password never shows in Debug output.
+    assert!(!format!("{c:?}").contains("secret"));
+
+    for (var, value) in [
+        ("NANOFAAS_STATE_BACKEND", "redis"),
+        ("NANOFAAS_NATS_URL", "http://a:4222"),
+        ("NANOFAAS_NATS_PREFIX", "a.b"),
+        ("NANOFAAS_NATS_REPLICAS", "7"),
+        ("NANOFAAS_REPLICA_ID", "a b"),
+        ("NANOFAAS_NATS_TLS_REQUIRED", "yes"),
+        ("NANOFAAS_NATS_LEASE_TTL", "500ms"),
+    ] {
+        let err = config(&[(var, value)]).unwrap_err();
+        assert_eq!(err.variable, var, "{value}");
+    }
+    let err = config(&[("NANOFAAS_NATS_USER", "u")]).unwrap_err();
+    assert_eq!(err.variable, "NANOFAAS_NATS_USER");
+    assert!(err.reason.contains("NANOFAAS_NATS_PASSWORD"), "{err}");
+}

@@ -43,6 +43,10 @@ pub struct ContainerLocalProvider {
     config: ContainerLocalConfig,
     http: reqwest::Client,
     functions: Mutex<HashMap<String, Arc<Replicas>>>,
+    /// Control-plane replicas share the functions (NATS backend): containers of this instance
+    /// may belong to another replica, so none is removed as a leftover at start and shutdown
+    /// leaves them running (docs/ha.md).
+    shared: bool,
 }
 
 /// One function's replicas, in index order; the dispatcher's view of where to send work.
@@ -127,7 +131,15 @@ impl ContainerLocalProvider {
             config,
             http,
             functions: Mutex::default(),
+            shared: false,
         })
+    }
+
+    /// With shared state: adopts other replicas' containers, removes no leftovers, and leaves
+    /// the functions running at shutdown.
+    pub fn with_shared_state(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn labels(&self, function: &str, index: usize) -> HashMap<String, String> {
@@ -434,8 +446,21 @@ impl DeploymentProvider for ContainerLocalProvider {
         })
     }
 
+    fn adopt<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
+        Box::pin(self.find_replicas(spec))
+    }
+
+    fn forget(&self, name: &str) {
+        lock(&self.functions).remove(name);
+    }
+
     fn start(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if self.shared {
+                // Another replica's containers are not leftovers; a deleted function's are
+                // removed by the replica that served the delete.
+                return;
+            }
             match self.own_containers().await {
                 Ok(leftovers) => {
                     if !leftovers.is_empty() {
@@ -455,6 +480,10 @@ impl DeploymentProvider for ContainerLocalProvider {
 
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if self.shared {
+                // The functions outlive this replica: the others (and its successor) serve them.
+                return;
+            }
             let names: Vec<String> = lock(&self.functions).keys().cloned().collect();
             for name in names {
                 let _ = self.deprovision(&name).await;
@@ -473,5 +502,6 @@ impl ContainerLocalProvider {
     }
 }
 
+mod adopt;
 #[cfg(test)]
 mod tests;

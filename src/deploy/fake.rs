@@ -20,6 +20,8 @@ pub(crate) struct FakeBackend {
     pub gate: Mutex<Option<Arc<Notify>>>,
     /// When set, provisioning fails with this (a backend whose replicas never become ready).
     pub provision_error: Option<DeployError>,
+    /// Every provision, deprovision and adopt, by function name, in order.
+    pub lifecycle: Mutex<Vec<(&'static str, String)>>,
 }
 
 impl FakeBackend {
@@ -36,6 +38,17 @@ impl FakeBackend {
     }
     pub fn calls(&self) -> Vec<(String, u32)> {
         self.set_calls.lock().unwrap().clone()
+    }
+    pub fn count(&self, what: &str) -> usize {
+        self.lifecycle
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .count()
+    }
+    fn note(&self, what: &'static str, name: &str) {
+        self.lifecycle.lock().unwrap().push((what, name.to_owned()));
     }
 }
 
@@ -54,6 +67,7 @@ impl DeploymentProvider for FakeBackend {
             if let Some(e) = &self.provision_error {
                 return Err(e.clone());
             }
+            self.note("provision", &spec.name);
             let min = spec.initial_replicas();
             self.set(&spec.name, min as u32);
             Ok(Provisioned {
@@ -64,8 +78,18 @@ impl DeploymentProvider for FakeBackend {
     }
     fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()> {
         Box::pin(async move {
+            self.note("deprovision", name);
             self.replicas.lock().unwrap().remove(name);
             Ok(())
+        })
+    }
+    fn adopt<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
+        Box::pin(async move {
+            self.note("adopt", &spec.name);
+            Ok(Provisioned {
+                endpoint_url: format!("http://fake/{}", spec.name),
+                replicas: None,
+            })
         })
     }
     fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()> {

@@ -95,6 +95,21 @@ pub trait DeploymentProvider: Send + Sync + 'static {
     fn deprovision<'a>(&'a self, name: &'a str) -> DeployFuture<'a, ()>;
     fn set_replicas<'a>(&'a self, name: &'a str, replicas: u32) -> DeployFuture<'a, ()>;
     fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32>;
+    /// Takes over a function another replica provisioned (shared state, docs/ha.md): finds its
+    /// runtime and says where invocations go, creating nothing. Called again when another
+    /// replica scaled it. The default: the backend cannot find runtimes (the recorded endpoint
+    /// is used).
+    fn adopt<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
+        Box::pin(async move {
+            Err(DeployError::Unavailable(format!(
+                "backend '{}' cannot adopt function '{}'",
+                self.id(),
+                spec.name
+            )))
+        })
+    }
+    /// Forgets a function another replica deprovisioned, touching nothing on the backend.
+    fn forget(&self, _name: &str) {}
     /// Runs once before the control plane serves (e.g. removes orphans of an earlier run).
     fn start(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

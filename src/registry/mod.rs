@@ -4,117 +4,24 @@
 //! Invariants: a function is visible (list, get, invoke) only once fully registered and provisioned,
 //! and becomes invisible before its teardown starts; operations on one name never interleave.
 
+mod catalog;
+mod function;
+mod replication;
+
+pub use catalog::{CatalogError, FunctionCatalog, RemoteChange};
+pub use function::{Endpoint, RegisteredFunction, StoreShare};
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::HostRule;
-use crate::deploy::{DeployError, DeploymentProvider, Providers, ReplicaSet};
+use crate::deploy::{DeployError, DeploymentProvider, Providers};
 use crate::function::{
-    ExecutionMode, FunctionDefaults, FunctionResponse, FunctionSpec, FunctionSpecRequest, SpecError,
+    ExecutionMode, FunctionDefaults, FunctionSpec, FunctionSpecRequest, SpecError,
 };
-use crate::metrics::{FunctionMetrics, Metrics};
+use crate::metrics::Metrics;
 use crate::support::net_policy::{NetPolicy, redact_userinfo};
 use crate::support::{lock, read, write};
-
-/// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
-#[derive(Debug)]
-pub struct RegisteredFunction {
-    pub spec: FunctionSpec,
-    pub requested_mode: ExecutionMode,
-    pub effective_mode: ExecutionMode,
-    pub deployment_backend: Option<&'static str>,
-    pub degradation_reason: Option<String>,
-    /// Where POOL / DEPLOYMENT invocations go; `None` when no endpoint is known.
-    pub endpoint: Option<Endpoint>,
-    /// Per-function metric handles, created on first use (REFERENCE §7.1).
-    pub metrics: OnceLock<Arc<FunctionMetrics>>,
-    /// What this registration's in-flight executions hold in the execution store.
-    pub store_share: StoreShare,
-}
-
-/// A function's in-flight records and their bytes in the execution store, kept by the store
-/// (under its lock; atomics only so the registration can be shared) so that one function cannot
-/// fill the store for every other (issue 10, defect 9). Kept here rather than in a map of the
-/// store: the record already points at its function, so no lookup is added to the invoke path.
-#[derive(Debug, Default)]
-pub struct StoreShare {
-    records: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-impl StoreShare {
-    /// (records, bytes) in flight.
-    pub fn get(&self) -> (usize, usize) {
-        (
-            self.records.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Only the execution store calls these, under its lock, so plain loads and stores suffice.
-    pub fn add(&self, bytes: usize) {
-        let (r, b) = self.get();
-        self.records.store(r + 1, Ordering::Relaxed);
-        self.bytes.store(b + bytes, Ordering::Relaxed);
-    }
-
-    pub fn sub(&self, bytes: usize) {
-        let (r, b) = self.get();
-        self.records.store(r.saturating_sub(1), Ordering::Relaxed);
-        self.bytes.store(b.saturating_sub(bytes), Ordering::Relaxed);
-    }
-}
-
-impl RegisteredFunction {
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    pub fn response(&self) -> FunctionResponse<'_> {
-        let s = &self.spec;
-        FunctionResponse {
-            name: &s.name,
-            image: &s.image,
-            command: &s.command,
-            env: &s.env,
-            resources: s.resources.as_ref(),
-            timeout_ms: s.timeout_ms,
-            concurrency: s.concurrency,
-            queue_size: s.queue_size,
-            max_retries: s.max_retries,
-            endpoint_url: s.endpoint_url.as_deref(),
-            requested_execution_mode: self.requested_mode,
-            effective_execution_mode: self.effective_mode,
-            deployment_backend: self.deployment_backend,
-            degradation_reason: self.degradation_reason.as_deref(),
-            runtime_mode: s.runtime_mode,
-            runtime_command: s.runtime_command.as_deref(),
-            scaling_config: s.scaling.to_request(),
-            image_pull_secrets: s.image_pull_secrets.as_deref(),
-        }
-    }
-
-    /// The function's meters, created on first use and cached on the registration.
-    pub fn meters(&self, metrics: &Metrics) -> &FunctionMetrics {
-        self.metrics
-            .get_or_init(|| metrics.function_meters(self.name()))
-    }
-
-    /// Managed = runs on a deployment backend the control plane drives.
-    pub fn is_managed(&self) -> bool {
-        self.effective_mode == ExecutionMode::Deployment && self.deployment_backend.is_some()
-    }
-}
-
-/// The target of a function's invocations.
-#[derive(Debug, Clone)]
-pub enum Endpoint {
-    /// One URL (POOL, or a backend that balances behind a service).
-    Fixed(reqwest::Url),
-    /// Replicas the control plane balances over itself.
-    Replicas(Arc<dyn ReplicaSet>),
-}
 
 /// Something that follows the function lifecycle (queues, metrics, autoscaler state).
 /// `on_register` runs before the function becomes visible; a failure rolls the registration back.
@@ -147,6 +54,9 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     Deploy(#[from] DeployError),
+    /// The shared function catalog (NATS) cannot be reached now; retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub struct FunctionRegistry {
@@ -157,6 +67,11 @@ pub struct FunctionRegistry {
     net_policy: Arc<NetPolicy>,
     providers: Providers,
     listeners: RwLock<Vec<Arc<dyn FunctionLifecycle>>>,
+    /// The shared catalog (NATS backend); `None` with the memory backend.
+    catalog: OnceLock<Arc<dyn FunctionCatalog>>,
+    /// Catalog revision of each local function's record (the CAS token of updates and deletes,
+    /// and how the watch tells changes already applied here).
+    revisions: Mutex<HashMap<String, u64>>,
 }
 
 impl FunctionRegistry {
@@ -174,7 +89,20 @@ impl FunctionRegistry {
             net_policy,
             providers,
             listeners: RwLock::default(),
+            catalog: OnceLock::new(),
+            revisions: Mutex::default(),
         }
+    }
+
+    /// Shares registrations through `catalog` from now on (called once, at build, by `lib.rs`).
+    pub fn set_catalog(&self, catalog: Arc<dyn FunctionCatalog>) {
+        if self.catalog.set(catalog).is_err() {
+            tracing::warn!("a function catalog was already set; keeping the first");
+        }
+    }
+
+    fn catalog(&self) -> Option<&Arc<dyn FunctionCatalog>> {
+        self.catalog.get()
     }
 
     pub fn add_listener(&self, listener: Arc<dyn FunctionLifecycle>) {
@@ -215,11 +143,48 @@ impl FunctionRegistry {
 
     async fn register_locked(
         &self,
-        mut spec: FunctionSpec,
+        spec: FunctionSpec,
     ) -> Result<Arc<RegisteredFunction>, RegistryError> {
         if read(&self.functions).contains_key(&spec.name) {
             return Err(RegistryError::AlreadyExists(spec.name));
         }
+        // With a catalog, a DEPLOYMENT function claims its name before anything is provisioned,
+        // so two replicas racing never both create backend objects.
+        let claim = match self.catalog() {
+            Some(catalog) if spec.execution_mode == ExecutionMode::Deployment => {
+                if !catalog.is_available() {
+                    return Err(catalog_unavailable());
+                }
+                Some(
+                    catalog
+                        .create(&spec.name, catalog::encode_pending())
+                        .await
+                        .map_err(|e| catalog_error(&spec.name, e))?,
+                )
+            }
+            Some(catalog) if !catalog.is_available() => return Err(catalog_unavailable()),
+            _ => None,
+        };
+        let name = spec.name.clone();
+        // The catalog revision this registration owns and must delete if it fails.
+        let mut held = claim;
+        let result = self.provision_and_insert(spec, &mut held).await;
+        if result.is_err() {
+            if let (Some(catalog), Some(rev)) = (self.catalog(), held) {
+                if let Err(e) = catalog.delete(&name, rev).await {
+                    tracing::warn!(function = name, error = %e, "dropping the catalog claim of a failed registration failed");
+                }
+            }
+        }
+        result
+    }
+
+    async fn provision_and_insert(
+        &self,
+        mut spec: FunctionSpec,
+        held: &mut Option<u64>,
+    ) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        let claim = *held;
         let requested_mode = spec.execution_mode;
         let mut effective_mode = requested_mode;
         let mut backend: Option<Arc<dyn DeploymentProvider>> = None;
@@ -288,6 +253,30 @@ impl FunctionRegistry {
             metrics: OnceLock::new(),
             store_share: StoreShare::default(),
         });
+        let revision = match self.catalog() {
+            None => None,
+            Some(catalog) => {
+                let record = catalog::encode(function.response(), None);
+                let written = match claim {
+                    Some(rev) => catalog.update(function.name(), record, rev).await,
+                    None => catalog.create(function.name(), record).await,
+                };
+                match written {
+                    Ok(rev) => {
+                        *held = Some(rev);
+                        Some(rev)
+                    }
+                    Err(e) => {
+                        if let Some(provider) = &backend {
+                            if let Err(e) = provider.deprovision(function.name()).await {
+                                tracing::warn!(function = function.name(), error = %e, "rollback deprovision failed");
+                            }
+                        }
+                        return Err(catalog_error(function.name(), e));
+                    }
+                }
+            }
+        };
 
         let listeners = read(&self.listeners).clone();
         for (i, listener) in listeners.iter().enumerate() {
@@ -302,6 +291,9 @@ impl FunctionRegistry {
                 }
                 return Err(DeployError::Unavailable(message).into());
             }
+        }
+        if let Some(rev) = revision {
+            lock(&self.revisions).insert(function.name().to_owned(), rev);
         }
         write(&self.functions).insert(function.spec.name.clone(), function.clone());
         tracing::info!(
@@ -348,6 +340,17 @@ impl FunctionRegistry {
     }
 
     async fn remove_locked(&self, name: &str) -> Result<Arc<RegisteredFunction>, RegistryError> {
+        if let Some(catalog) = self.catalog() {
+            // The record goes first: of replicas racing to delete, only the one whose delete
+            // the catalog accepts tears the backend down (the others answer 404).
+            if !read(&self.functions).contains_key(name) {
+                return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            if !catalog.is_available() {
+                return Err(catalog_unavailable());
+            }
+            self.delete_record(catalog.as_ref(), name).await?;
+        }
         let function = write(&self.functions)
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
@@ -367,6 +370,19 @@ impl FunctionRegistry {
                     }
                 }
                 write(&self.functions).insert(name.to_owned(), function.clone());
+                if let Some(catalog) = self.catalog() {
+                    // The record was deleted first; put it back so every replica sees the
+                    // function again and the delete can be retried anywhere.
+                    let record = catalog::encode(function.response(), None);
+                    match catalog.create(name, record).await {
+                        Ok(rev) => {
+                            lock(&self.revisions).insert(name.to_owned(), rev);
+                        }
+                        Err(e) => {
+                            tracing::warn!(function = name, error = %e, "restoring the catalog record after a failed delete failed")
+                        }
+                    }
+                }
                 return Err(e.into());
             }
         }
@@ -393,13 +409,85 @@ impl FunctionRegistry {
                     "No managed deployment provider with id '{id}' found"
                 ))
             })?;
+            if let Some(catalog) = self.catalog() {
+                if !catalog.is_available() {
+                    return Err(catalog_unavailable());
+                }
+            }
             provider.set_replicas(name, replicas).await?;
+            if let Some(catalog) = self.catalog() {
+                // After the backend scaled, so replicas that re-adopt on this change find the
+                // new runtime (container-local replicas).
+                self.update_record(catalog.as_ref(), &function, Some(replicas))
+                    .await?;
+            }
             Ok(replicas)
         }
         .await;
         drop(guard);
         self.release_name_lock(name, lock);
         result
+    }
+
+    /// Deletes `name`'s record at the revision this replica knows, re-reading it once if it
+    /// moved on (a replica change made elsewhere). Gone already: another replica deleted it.
+    async fn delete_record(
+        &self,
+        catalog: &dyn FunctionCatalog,
+        name: &str,
+    ) -> Result<(), RegistryError> {
+        let known = lock(&self.revisions).get(name).copied();
+        let first = match known {
+            Some(rev) => catalog.delete(name, rev).await,
+            None => Err(CatalogError::Conflict),
+        };
+        match first {
+            Ok(()) => {}
+            Err(CatalogError::Conflict) => match catalog.get(name).await {
+                Ok(Some((_, rev))) => catalog
+                    .delete(name, rev)
+                    .await
+                    .map_err(|e| catalog_error(name, e))?,
+                Ok(None) => return Err(RegistryError::NotFound(name.to_owned())),
+                Err(e) => return Err(catalog_error(name, e)),
+            },
+            Err(e) => return Err(catalog_error(name, e)),
+        }
+        lock(&self.revisions).remove(name);
+        Ok(())
+    }
+
+    /// Rewrites `function`'s record (compare-and-set, re-read on a concurrent change).
+    async fn update_record(
+        &self,
+        catalog: &dyn FunctionCatalog,
+        function: &RegisteredFunction,
+        replicas: Option<u32>,
+    ) -> Result<(), RegistryError> {
+        let name = function.name();
+        let record = catalog::encode(function.response(), replicas);
+        let mut expected = lock(&self.revisions).get(name).copied();
+        for _ in 0..3 {
+            let attempt = match expected {
+                Some(rev) => catalog.update(name, record.clone(), rev).await,
+                None => Err(CatalogError::Conflict),
+            };
+            match attempt {
+                Ok(rev) => {
+                    lock(&self.revisions).insert(name.to_owned(), rev);
+                    return Ok(());
+                }
+                Err(CatalogError::Conflict) => match catalog.get(name).await {
+                    Ok(Some((_, rev))) => expected = Some(rev),
+                    Ok(None) => return Err(RegistryError::NotFound(name.to_owned())),
+                    Err(e) => return Err(catalog_error(name, e)),
+                },
+                Err(e) => return Err(catalog_error(name, e)),
+            }
+        }
+        Err(RegistryError::Unavailable(format!(
+            "Function '{name}' keeps changing concurrently; retry"
+        )))
     }
 
     fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -415,6 +503,25 @@ impl FunctionRegistry {
         // Our clone plus the map's: nobody else is waiting.
         if Arc::strong_count(&held) == 2 {
             locks.remove(name);
+        }
+    }
+}
+
+fn catalog_unavailable() -> RegistryError {
+    RegistryError::Unavailable(
+        "The function catalog (NATS) is unavailable; retry shortly".to_owned(),
+    )
+}
+
+fn catalog_error(name: &str, e: CatalogError) -> RegistryError {
+    match e {
+        CatalogError::AlreadyExists => RegistryError::AlreadyExists(name.to_owned()),
+        CatalogError::Conflict => {
+            RegistryError::Unavailable(format!("Function '{name}' changed concurrently; retry"))
+        }
+        CatalogError::Unavailable(reason) => {
+            tracing::warn!(function = name, error = %reason, "function catalog unavailable");
+            catalog_unavailable()
         }
     }
 }

@@ -329,6 +329,22 @@ impl DeploymentProvider for KubernetesProvider {
         })
     }
 
+    /// Another replica applied the objects: the endpoint is the Service's, derived from the name.
+    fn adopt<'a>(&'a self, spec: &'a FunctionSpec) -> DeployFuture<'a, Provisioned> {
+        Box::pin(async move {
+            // Owned by this function here too, so a colliding name is still refused locally.
+            self.claim(&spec.name)?;
+            Ok(Provisioned {
+                endpoint_url: self.manifests.endpoint_url(&spec.name),
+                replicas: None,
+            })
+        })
+    }
+
+    fn forget(&self, name: &str) {
+        self.release(name);
+    }
+
     fn ready_replicas<'a>(&'a self, name: &'a str) -> DeployFuture<'a, u32> {
         Box::pin(async move {
             let object = resource_name(name);

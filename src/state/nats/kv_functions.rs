@@ -266,7 +266,7 @@ impl FunctionWatch {
                     Ok(watch) => self.inner = Some(watch),
                     Err(e) => {
                         tracing::warn!(error = %e, "re-opening the functions watch failed");
-                        self.pause().await;
+                        Self::pause(&self.stop).await;
                     }
                 }
                 continue;
@@ -292,7 +292,7 @@ impl FunctionWatch {
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, revision = self.last_revision, "functions watch broke; re-opening");
                     self.inner = None;
-                    self.pause().await;
+                    Self::pause(&self.stop).await;
                     continue;
                 }
                 None => {
@@ -301,7 +301,7 @@ impl FunctionWatch {
                         "functions watch ended; re-opening"
                     );
                     self.inner = None;
-                    self.pause().await;
+                    Self::pause(&self.stop).await;
                     continue;
                 }
             };
@@ -332,9 +332,11 @@ impl FunctionWatch {
         self.last_revision
     }
 
-    async fn pause(&self) {
+    /// Waits before re-opening. Takes the token, not `&self`, so `next` stays `Send` (the
+    /// inner watch is not `Sync`) and the watch can run in a spawned task.
+    async fn pause(stop: &CancellationToken) {
         tokio::select! {
-            _ = self.stop.cancelled() => {}
+            _ = stop.cancelled() => {}
             _ = tokio::time::sleep(REWATCH_BACKOFF) => {}
         }
     }

@@ -7,12 +7,16 @@
 //! subject) derives from one [`Names`] so several control planes can share one NATS by prefix.
 //! `docs/ha.md` lists the names and the guarantee each one gives.
 
+pub mod backend;
 pub mod callbacks;
+pub mod catalog;
 pub mod connect;
 pub mod kv_executions;
 pub mod kv_functions;
 pub mod kv_idempotency;
+pub mod leader;
 pub mod lease;
+pub mod metrics;
 pub mod names;
 pub mod queue;
 

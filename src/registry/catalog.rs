@@ -1,0 +1,173 @@
+//! The registry's port to a shared function catalog (issue 9, guarantee 1 of docs/ha.md), and
+//! the record format every replica reads.
+//!
+//! With a catalog, every registration is first claimed there (create-only: of two replicas
+//! racing on one name, one wins and the other answers 409), replica changes are compare-and-set
+//! on the record's revision, and a delete removes the record before anything is torn down, so
+//! exactly one replica deprovisions. Other replicas learn of each change through
+//! [`RemoteChange`]s that the adapter's watch hands to `FunctionRegistry::apply_remote`.
+//! Without a catalog (the memory backend) none of this runs.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::BoxFuture;
+use crate::function::{ExecutionMode, FunctionResponse, FunctionSpecRequest};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("the name is taken in the catalog")]
+    AlreadyExists,
+    /// The record changed (or went) since the revision given.
+    #[error("the catalog record changed concurrently")]
+    Conflict,
+    #[error("function catalog unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where registrations live so that every replica sees them. Values are [`encode`]d records;
+/// revisions grow with every write.
+pub trait FunctionCatalog: Send + Sync {
+    /// Whether a write can be tried now (a lost broker answers `false` at once, so a request
+    /// does not wait out a client timeout).
+    fn is_available(&self) -> bool;
+    /// Stores a new record; `AlreadyExists` when the name is taken.
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        record: Bytes,
+    ) -> BoxFuture<'a, Result<u64, CatalogError>>;
+    /// Replaces the record if its revision is still `expected`; the new revision.
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        record: Bytes,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, CatalogError>>;
+    /// Deletes the record if its revision is still `expected`.
+    fn delete<'a>(
+        &'a self,
+        name: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), CatalogError>>;
+    /// The current record and its revision.
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Bytes, u64)>, CatalogError>>;
+}
+
+/// A change another replica (or this one) made, as the catalog's watch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteChange {
+    Put {
+        name: String,
+        record: Bytes,
+        revision: u64,
+    },
+    Delete {
+        name: String,
+        revision: u64,
+    },
+}
+
+/// Record format version; a reader skips records of a version it does not know.
+const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    v: u32,
+    /// A claim taken before provisioning: the name is taken but the function is not usable yet,
+    /// so other replicas do not adopt it.
+    pending: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function: Option<FunctionResponse<'a>>,
+}
+
+/// The claim written before a DEPLOYMENT function is provisioned.
+pub fn encode_pending() -> Bytes {
+    encode_record(None, None, true)
+}
+
+/// The record of a registered function: its response body (which registers as it was: the
+/// request fields with every default applied, the endpoint and modes) and, once scaled through
+/// the API or the autoscaler, its replica count.
+pub fn encode(function: FunctionResponse<'_>, replicas: Option<u32>) -> Bytes {
+    encode_record(Some(function), replicas, false)
+}
+
+fn encode_record(
+    function: Option<FunctionResponse<'_>>,
+    replicas: Option<u32>,
+    pending: bool,
+) -> Bytes {
+    let out = RecordOut {
+        v: VERSION,
+        pending,
+        replicas,
+        function,
+    };
+    // Serialising plain strings, numbers and enums cannot fail.
+    Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct RecordIn {
+    v: u32,
+    #[serde(default)]
+    pending: bool,
+    #[serde(default)]
+    function: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Modes {
+    requested_execution_mode: ExecutionMode,
+    effective_execution_mode: ExecutionMode,
+    #[serde(default)]
+    deployment_backend: Option<String>,
+    #[serde(default)]
+    degradation_reason: Option<String>,
+    #[serde(default)]
+    endpoint_url: Option<String>,
+}
+
+/// A decoded record.
+pub enum Record {
+    Pending,
+    Ready(Box<ReadyRecord>),
+}
+
+pub struct ReadyRecord {
+    pub request: FunctionSpecRequest,
+    pub requested_mode: ExecutionMode,
+    pub effective_mode: ExecutionMode,
+    pub deployment_backend: Option<String>,
+    pub degradation_reason: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+    let record: RecordIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if record.v != VERSION {
+        return Err(format!("unknown record version {}", record.v));
+    }
+    if record.pending {
+        return Ok(Record::Pending);
+    }
+    let function = record.function.ok_or("record without a function")?;
+    let modes: Modes = serde_json::from_value(function.clone()).map_err(|e| e.to_string())?;
+    let request: FunctionSpecRequest =
+        serde_json::from_value(function).map_err(|e| e.to_string())?;
+    Ok(Record::Ready(Box::new(ReadyRecord {
+        request,
+        requested_mode: modes.requested_execution_mode,
+        effective_mode: modes.effective_execution_mode,
+        deployment_backend: modes.deployment_backend,
+        degradation_reason: modes.degradation_reason,
+        endpoint_url: modes.endpoint_url,
+    })))
+}
