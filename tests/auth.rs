@@ -546,3 +546,56 @@ async fn a_missing_token_file_stops_the_start() {
         "{error:#}"
     );
 }
+
+#[tokio::test]
+async fn both_listeners_apply_their_protection_when_callbacks_have_their_own_port() {
+    let tokens = all_tokens();
+    let app = TestApp::with_env(&[
+        ("NANOFAAS_AUTH_ENABLED", "true"),
+        ("NANOFAAS_AUTH_CALLBACKS_PROTECTED", "true"),
+        ("NANOFAAS_AUTH_TOKENS_FILE", tokens.path()),
+        ("NANOFAAS_CALLBACK_SERVER_PORT", "0"),
+        ("NANOFAAS_CALLBACK_SERVER_ADDRESS", "127.0.0.1"),
+    ])
+    .await;
+    let callbacks = app.callbacks.clone().expect("callback listener bound");
+    let callback = format!("{callbacks}/v1/internal/executions/none:complete");
+    let body = Some(json!({"success": true}));
+    let (status, challenge, _) = call(&app, Method::POST, &callback, None, body.clone()).await;
+    assert_eq!((status, challenge.is_some()), (401, true));
+    assert_eq!(
+        call(&app, Method::POST, &callback, Some(INVOKE), body.clone())
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&app, Method::POST, &callback, Some(CALLBACK), body)
+            .await
+            .0,
+        204
+    );
+    // The API port: its own scopes, and no callback route any more.
+    let functions = format!("{}/v1/functions", app.base);
+    assert_eq!(call(&app, Method::GET, &functions, None, None).await.0, 401);
+    assert_eq!(
+        call(&app, Method::GET, &functions, Some(INVOKE), None)
+            .await
+            .0,
+        200
+    );
+    // An API token learns the route is not there; a callback token is no API token (403).
+    let on_api = format!("{}/v1/internal/executions/none:complete", app.base);
+    assert_eq!(
+        call(&app, Method::POST, &on_api, Some(CALLBACK), Some(json!({})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&app, Method::POST, &on_api, Some(INVOKE), Some(json!({})))
+            .await
+            .0,
+        404
+    );
+}
