@@ -322,3 +322,34 @@ async fn nats_lost_while_running_shows_down_refuses_registration_and_keeps_sync_
     .await;
     assert_eq!(status_of_function(&b, "known").await, 200);
 }
+
+#[tokio::test]
+async fn an_adopting_replica_calls_the_runtime_with_the_endpoints_credentials_and_shows_them_masked()
+ {
+    let nats = NatsServer::start().await;
+    let (a, b) = tokio::join!(replica(&nats), replica(&nats));
+    let stub = Stub::start(&a.base).await;
+    let url = stub
+        .url("/reply")
+        .replacen("http://", "http://alice:s3cret@", 1);
+    a.register_ok(pool_spec("secret", &url)).await;
+    eventually("B adopts the function", || async {
+        status_of_function(&b, "secret").await == 200
+    })
+    .await;
+    let (status, shown) = b.get_json("/v1/functions/secret").await;
+    assert_eq!(status, 200);
+    let shown = shown["endpointUrl"].as_str().unwrap().to_owned();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("***"), "{shown}");
+    let r = b.invoke("secret", json!({"input": 1})).await;
+    assert_eq!(r.status(), 200);
+    let received = stub.requests();
+    let auth = received
+        .last()
+        .and_then(|r| r.headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // alice:s3cret, base64.
+    assert_eq!(auth.as_deref(), Some("Basic YWxpY2U6czNjcmV0"));
+}

@@ -86,6 +86,19 @@ impl RegisteredFunction {
         }
     }
 
+    /// The response as the shared catalog records it: like [`Self::response`], but with the
+    /// endpoint's credentials, which the shown (masked) `endpointUrl` no longer has, so that a
+    /// replica adopting the record calls the runtime the way this one does.
+    pub fn catalog_response(&self) -> FunctionResponse<'_> {
+        let mut response = self.response();
+        if let Some(Endpoint::Fixed(url)) = &self.endpoint {
+            if !url.username().is_empty() || url.password().is_some() {
+                response.endpoint_url = Some(url.as_str());
+            }
+        }
+        response
+    }
+
     /// The function's meters, created on first use and cached on the registration.
     pub fn meters(&self, metrics: &Metrics) -> &FunctionMetrics {
         self.metrics

@@ -256,7 +256,7 @@ impl FunctionRegistry {
         let revision = match self.catalog() {
             None => None,
             Some(catalog) => {
-                let record = catalog::encode(function.response(), None);
+                let record = catalog::encode(function.catalog_response(), None);
                 let written = match claim {
                     Some(rev) => catalog.update(function.name(), record, rev).await,
                     None => catalog.create(function.name(), record).await,
@@ -373,7 +373,7 @@ impl FunctionRegistry {
                 if let Some(catalog) = self.catalog() {
                     // The record was deleted first; put it back so every replica sees the
                     // function again and the delete can be retried anywhere.
-                    let record = catalog::encode(function.response(), None);
+                    let record = catalog::encode(function.catalog_response(), None);
                     match catalog.create(name, record).await {
                         Ok(rev) => {
                             lock(&self.revisions).insert(name.to_owned(), rev);
@@ -465,7 +465,7 @@ impl FunctionRegistry {
         replicas: Option<u32>,
     ) -> Result<(), RegistryError> {
         let name = function.name();
-        let record = catalog::encode(function.response(), replicas);
+        let record = catalog::encode(function.catalog_response(), replicas);
         let mut expected = lock(&self.revisions).get(name).copied();
         for _ in 0..3 {
             let attempt = match expected {

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::catalog::{self, ReadyRecord, Record};
 use super::{Endpoint, FunctionRegistry, RegisteredFunction, RemoteChange, StoreShare};
 use crate::function::ExecutionMode;
+use crate::support::net_policy::redact_userinfo;
 use crate::support::{lock, read, write};
 
 impl FunctionRegistry {
@@ -157,6 +158,10 @@ impl FunctionRegistry {
                 .and_then(|u| reqwest::Url::parse(u.trim()).ok())
                 .map(Endpoint::Fixed),
         };
+        // As on the replica that registered it: only the dispatcher's copy keeps credentials.
+        if let Some(masked) = spec.endpoint_url.as_deref().and_then(redact_userinfo) {
+            spec.endpoint_url = Some(masked);
+        }
         let metrics = OnceLock::new();
         if let Some(meters) = existing.and_then(|f| f.metrics.get()) {
             let _ = metrics.set(meters.clone());
