@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use crate::deploy::ReplicaSet;
 use crate::function::{ExecutionMode, FunctionResponse, FunctionSpec};
 use crate::metrics::{FunctionMetrics, Metrics};
+use crate::support::net_policy::redact_userinfo;
 
 /// A registered function: its resolved spec with the effective endpoint written in, and how it runs.
 #[derive(Debug)]
@@ -118,4 +119,27 @@ pub enum Endpoint {
     Fixed(reqwest::Url),
     /// Replicas the control plane balances over itself.
     Replicas(Arc<dyn ReplicaSet>),
+}
+
+impl Endpoint {
+    /// Where `spec`'s invocations go: the backend's replicas, else its `endpointUrl`. From here on
+    /// only the dispatcher's copy holds the URL's credentials; the spec's (shown, maybe logged)
+    /// is masked.
+    pub fn take(
+        spec: &mut FunctionSpec,
+        replicas: Option<Arc<dyn ReplicaSet>>,
+    ) -> Option<Endpoint> {
+        let endpoint = match replicas {
+            Some(set) => Some(Endpoint::Replicas(set)),
+            None => spec
+                .endpoint_url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u.trim()).ok())
+                .map(Endpoint::Fixed),
+        };
+        if let Some(masked) = spec.endpoint_url.as_deref().and_then(redact_userinfo) {
+            spec.endpoint_url = Some(masked);
+        }
+        endpoint
+    }
 }

@@ -20,7 +20,7 @@ use crate::function::{
     ExecutionMode, FunctionDefaults, FunctionSpec, FunctionSpecRequest, SpecError,
 };
 use crate::metrics::Metrics;
-use crate::support::net_policy::{NetPolicy, redact_userinfo};
+use crate::support::net_policy::NetPolicy;
 use crate::support::{lock, read, write};
 
 /// Something that follows the function lifecycle (queues, metrics, autoscaler state).
@@ -230,19 +230,7 @@ impl FunctionRegistry {
                 self.check_pool_host(url)?;
             }
         }
-        let endpoint = match replicas {
-            Some(set) => Some(Endpoint::Replicas(set)),
-            None => spec
-                .endpoint_url
-                .as_deref()
-                .and_then(|u| reqwest::Url::parse(u.trim()).ok())
-                .map(Endpoint::Fixed),
-        };
-        // From here on only the dispatcher's copy holds the credentials; what is shown (and could
-        // be logged) is masked.
-        if let Some(masked) = spec.endpoint_url.as_deref().and_then(redact_userinfo) {
-            spec.endpoint_url = Some(masked);
-        }
+        let endpoint = Endpoint::take(&mut spec, replicas);
         let function = Arc::new(RegisteredFunction {
             spec,
             requested_mode,

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use super::catalog::{self, ReadyRecord, Record};
 use super::{Endpoint, FunctionRegistry, RegisteredFunction, RemoteChange, StoreShare};
 use crate::function::ExecutionMode;
-use crate::support::net_policy::redact_userinfo;
 use crate::support::{lock, read, write};
 
 impl FunctionRegistry {
@@ -150,18 +149,7 @@ impl FunctionRegistry {
             }
         }
         spec.endpoint_url = url;
-        let endpoint = match replica_set {
-            Some(set) => Some(Endpoint::Replicas(set)),
-            None => spec
-                .endpoint_url
-                .as_deref()
-                .and_then(|u| reqwest::Url::parse(u.trim()).ok())
-                .map(Endpoint::Fixed),
-        };
-        // As on the replica that registered it: only the dispatcher's copy keeps credentials.
-        if let Some(masked) = spec.endpoint_url.as_deref().and_then(redact_userinfo) {
-            spec.endpoint_url = Some(masked);
-        }
+        let endpoint = Endpoint::take(&mut spec, replica_set);
         let metrics = OnceLock::new();
         if let Some(meters) = existing.and_then(|f| f.metrics.get()) {
             let _ = metrics.set(meters.clone());
