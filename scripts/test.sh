@@ -49,3 +49,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+# The async, callback and sync-queue test files once more on the NATS state backend: each app
+# gets a nats-server of its own (tests/common: NANOFAAS_TEST_STATE_BACKEND=nats).
+echo "== tests on the nats state backend"
+nats_suites=(--test async_queue --test callbacks_and_idempotency --test sync_queue_and_runtime_config)
+if cargo nextest --version >/dev/null 2>&1; then
+  NANOFAAS_TEST_STATE_BACKEND=nats cargo nextest run --locked --no-fail-fast "${nats_suites[@]}"
+else
+  NANOFAAS_TEST_STATE_BACKEND=nats cargo test --locked --no-fail-fast "${nats_suites[@]}"
+fi

@@ -167,6 +167,8 @@ impl App {
         let nats = (config.state.backend == StateBackendKind::Nats)
             .then(|| Arc::new(NatsBackend::new(&config)));
         let nats_parts = nats.as_ref().map(|nats| {
+            // `:enqueue` answers 503 until start-up installed the durable queue.
+            invocations.expect_durable();
             let catalog = Arc::new(NatsCatalog::new(nats.clone()));
             registry.set_catalog(catalog.clone());
             let leader = Arc::new(NatsLeader::new(nats.clone()));
@@ -412,7 +414,7 @@ async fn start_nats(
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let context = "state backend nats (NANOFAAS_STATE_BACKEND=nats)";
-    nats.connect().await.context(context)?;
+    let conn = nats.connect().await.context(context)?;
     let mut tasks = Vec::new();
     if let Some(parts) = parts {
         // Every function registered through any replica, adopted before readiness.
@@ -434,6 +436,21 @@ async fn start_nats(
                 .context(context)?,
         );
     }
+    // Durable async invocations, shared execution records, routed callbacks, shared
+    // Idempotency-Key claims (docs/ha.md); after the registry is loaded, so every function
+    // known at start gets its pull loop at once.
+    state::nats::durable::start(
+        conn,
+        nats.placement(),
+        state.config.execution_store.ttl,
+        state.config.max_request_body_bytes,
+        state.registry.clone(),
+        state.invocations.clone(),
+        stop.clone(),
+    )
+    .await
+    .context("starting durable async invocations on NATS")
+    .context(context)?;
     Ok(tasks)
 }
 

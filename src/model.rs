@@ -77,7 +77,7 @@ impl ErrorInfo {
 }
 
 /// Lifecycle state of an execution (REFERENCE §2.5); serialised lower-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionState {
     Queued,

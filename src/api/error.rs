@@ -279,6 +279,7 @@ impl From<InvokeError> for ApiError {
             e @ (InvokeError::StoreFull | InvokeError::FunctionShareFull(_)) => {
                 ApiError::Overloaded(e.to_string())
             }
+            e @ InvokeError::StateUnavailable(_) => ApiError::StateUnavailable(e.to_string()),
             InvokeError::SyncQueueRejected {
                 reason,
                 retry_after_seconds,

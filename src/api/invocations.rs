@@ -290,8 +290,8 @@ pub async fn get_execution(
     }
     let status = state
         .invocations
-        .store()
-        .status(&id)
+        .execution_status(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("Execution not found: {id}")))?;
     Ok(Json(status).into_response())
 }
@@ -329,9 +329,11 @@ pub async fn complete(
         ]));
     }
     // Runtimes are trusted to send JSON; the content type is not insisted upon.
-    let callback: CallbackBody = json_object(&body_bytes(body)?)?;
+    let raw = body_bytes(body)?;
+    let callback: CallbackBody = json_object(&raw)?;
     state
         .invocations
-        .complete_from_callback(id, attempt_header(&headers), callback.into_result());
+        .complete_callback(id, attempt_header(&headers), callback.into_result(), raw)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -254,6 +254,14 @@ impl ExecutionStore {
         }
     }
 
+    /// The current attempt of an execution.
+    pub fn attempt(&self, execution_id: &str) -> Option<u32> {
+        lock(&self.inner)
+            .records
+            .get(execution_id)
+            .map(|r| r.attempt)
+    }
+
     pub fn status(&self, execution_id: &str) -> Option<ExecutionStatus> {
         lock(&self.inner)
             .records
@@ -403,12 +411,23 @@ impl ExecutionStore {
     fn end(inner: &mut Inner, execution_id: Arc<str>, reason: Abort) -> Option<Finalized> {
         let record = inner.records.get_mut(&execution_id)?;
         let held = record.held_bytes();
-        let (state, error, outcome) = match reason {
-            Abort::Timeout => (ExecutionState::Timeout, None, Outcome::Timeout),
-            Abort::QueueTimeout => (ExecutionState::Timeout, None, Outcome::QueueTimeout),
-            Abort::Error(e) => (ExecutionState::Error, Some(e.clone()), Outcome::Error(e)),
+        let (state, output, error, outcome) = match reason {
+            Abort::Timeout => (ExecutionState::Timeout, None, None, Outcome::Timeout),
+            Abort::QueueTimeout => (ExecutionState::Timeout, None, None, Outcome::QueueTimeout),
+            Abort::Error(e) => (
+                ExecutionState::Error,
+                None,
+                Some(e.clone()),
+                Outcome::Error(e),
+            ),
+            Abort::Success(o) => (
+                ExecutionState::Success,
+                o.clone(),
+                None,
+                Outcome::Success(o),
+            ),
         };
-        if !record.finish(state, None, error) {
+        if !record.finish(state, output, error) {
             return None;
         }
         // No runtime result will be accounted for this execution.
@@ -471,6 +490,8 @@ pub enum Abort {
     Timeout,
     QueueTimeout,
     Error(ErrorInfo),
+    /// Another replica's result, already final in the shared record (issue 9).
+    Success(Option<crate::model::Json>),
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ impl InvocationService {
 
     /// Applies a completion and carries out its effects; returns what it did.
     pub(super) fn apply(self: &Arc<Self>, completion: Completion<'_>) -> CallbackOutcome {
+        let (execution_id, from_dispatcher) = (completion.execution_id, completion.from_dispatcher);
         let failure = match &completion.result {
             AttemptResult::Failure(e) => Some(e.clone()),
             AttemptResult::Success(_) => None,
@@ -80,6 +81,7 @@ impl InvocationService {
                 CallbackOutcome::Duplicate
             }
             EffectKind::Retry(task) => {
+                self.durable_retry(&task);
                 self.schedule_retry(task, failure);
                 CallbackOutcome::Retried
             }
@@ -93,6 +95,7 @@ impl InvocationService {
             EffectKind::Finalized(mut f) => {
                 self.record_final_metrics(&f);
                 f.wake();
+                self.durable_finished(execution_id, from_dispatcher);
                 CallbackOutcome::Applied
             }
         }
@@ -114,6 +117,7 @@ impl InvocationService {
                 function.meters(&self.metrics).error.inc();
                 f.wake();
             }
+            self.durable_finished(&id, true);
         }
     }
 

@@ -18,6 +18,9 @@ pub enum InvokeError {
     StoreFull,
     #[error("Too many executions of function '{0}' in flight; retry later")]
     FunctionShareFull(String),
+    /// The shared state backend cannot be reached now (503 with `Retry-After`).
+    #[error("State backend unavailable: {0}")]
+    StateUnavailable(String),
     #[error("Sync queue rejected the invocation ({})", .reason.as_str())]
     SyncQueueRejected {
         reason: RejectReason,

@@ -9,6 +9,7 @@
 
 mod completion;
 mod driven;
+pub mod durable;
 mod error;
 pub mod idempotency;
 mod self_wake;
@@ -26,7 +27,7 @@ use crate::admission::RateLimiter;
 use crate::config::SyncQueueConfig;
 use crate::dispatch::{Dispatcher, runtime_body};
 use crate::execution::store::{
-    Abort, BeginDispatch, Completion, ExecutionStore, StoreFull, Subscription,
+    Abort, BeginDispatch, Completion, ExecutionStore, Liveness, StoreFull, Subscription,
 };
 use crate::execution::{Outcome, Payload, Task};
 use crate::metrics::Metrics;
@@ -86,6 +87,11 @@ pub struct InvocationService {
     queue: Arc<QueueManager>,
     async_enabled: bool,
     tracker: TaskTracker,
+    /// The shared state backend of the async path (issue 9); unset with the memory backend.
+    durable: std::sync::OnceLock<Arc<dyn durable::DurableBackend>>,
+    durable_expected: std::sync::atomic::AtomicBool,
+    /// Deliveries of the backend's queue this replica is running.
+    held: durable::Held,
 }
 
 /// The shared components the service works with.
@@ -132,6 +138,9 @@ impl InvocationService {
             metrics: parts.metrics,
             async_enabled: parts.async_enabled,
             tracker: TaskTracker::new(),
+            durable: std::sync::OnceLock::new(),
+            durable_expected: std::sync::atomic::AtomicBool::new(false),
+            held: durable::Held::default(),
         })
     }
 
@@ -323,6 +332,9 @@ impl InvocationService {
         if !self.async_enabled {
             return Err(InvokeError::AsyncDisabled);
         }
+        if let Some(backend) = self.durable()? {
+            return self.enqueue_durable(backend, &function, input).await;
+        }
         match self
             .create_or_reuse(&function, input, Route::Queue, None)
             .await?
@@ -434,6 +446,10 @@ impl InvocationService {
     /// completes the execution but the runtime is still busy until it answers.
     pub async fn dispatch(self: &Arc<Self>, task: Task) {
         match self.store.begin_dispatch(&task) {
+            // A durable execution is claimed in the shared record first; another replica's
+            // claim skips it here (the slot is still released below).
+            BeginDispatch::Proceed
+                if self.durable.get().is_some() && !self.durable_begin(&task).await => {}
             BeginDispatch::Proceed => {
                 let meters = task.function.meters(&self.metrics);
                 meters.dispatch.inc();
@@ -459,6 +475,13 @@ impl InvocationService {
         }
         if let Some(generation) = task.slot {
             self.queue.release_slot(task.function.name(), generation);
+        }
+        // A durable execution that a callback ended (during the exchange, or while it waited in
+        // the queue) is settled now that the runtime is free.
+        if self.durable.get().is_some()
+            && self.store.liveness(&task.execution_id) == Liveness::Finished
+        {
+            self.durable_finished(&task.execution_id, true);
         }
     }
 }

@@ -30,6 +30,15 @@ pub struct TestApp {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The app's own `nats-server` when the tests run against the nats backend.
+    pub nats: Option<nats::NatsServer>,
+}
+
+/// `NANOFAAS_TEST_STATE_BACKEND=nats` runs every [`TestApp`] on the NATS state backend, each
+/// with a `nats-server` of its own (`scripts/test.sh` runs the async, callback and sync-queue
+/// test files a second time so).
+pub fn nats_backend_requested() -> bool {
+    std::env::var("NANOFAAS_TEST_STATE_BACKEND").is_ok_and(|v| v == "nats")
 }
 
 impl TestApp {
@@ -48,12 +57,24 @@ impl TestApp {
         for (k, v) in env {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
+        let nats = if nats_backend_requested() && !vars.contains_key("NANOFAAS_STATE_BACKEND") {
+            let server = nats::NatsServer::start().await;
+            vars.insert("NANOFAAS_STATE_BACKEND".into(), "nats".into());
+            vars.insert("NANOFAAS_NATS_URL".into(), server.url.clone());
+            Some(server)
+        } else {
+            None
+        };
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("valid test config");
-        TestApp::with_config(config).await
+        TestApp::start(config, nats).await
     }
 
     /// The app from `config`, for settings no environment variable holds; give it port 0.
     pub async fn with_config(config: Config) -> TestApp {
+        TestApp::start(config, None).await
+    }
+
+    async fn start(config: Config, nats: Option<nats::NatsServer>) -> TestApp {
         let bound = App::build(config)
             .expect("app builds")
             .bind()
@@ -67,7 +88,7 @@ impl TestApp {
         let server = tokio::spawn(bound.serve(async move {
             let _ = rx.await;
         }));
-        TestApp {
+        let app = TestApp {
             base,
             management,
             callbacks,
@@ -75,7 +96,21 @@ impl TestApp {
             state,
             shutdown: Some(tx),
             server: Some(server),
+            nats,
+        };
+        if app.nats.is_some() {
+            // With NATS, readiness follows the connection and the adapters' start-up.
+            let ready = format!("{}/actuator/health/readiness", app.management);
+            eventually("the app on nats is ready", || async {
+                app.client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await;
         }
+        app
     }
 
     /// Triggers graceful shutdown and returns the server task.
@@ -505,6 +540,13 @@ async fn stub_handler(
             callback(json!({"success": false, "error": {"code": "LATE", "message": "second"}}))
                 .await;
             axum::Json(json!("from-reply")).into_response()
+        }
+        // The result arrives only by callback (to the control plane the stub was started
+        // with); the HTTP exchange never ends.
+        "callback-then-hang" => {
+            callback(json!({"success": true, "output": "from-callback"})).await;
+            std::future::pending::<()>().await;
+            unreachable!()
         }
         "late-callback" => {
             tokio::time::sleep(Duration::from_millis(arg)).await;

@@ -107,6 +107,14 @@ impl ExecutionRecords {
             })
     }
 
+    /// Removes a record (an enqueue refused after its record was written).
+    pub async fn delete(&self, execution_id: &str) -> Result<(), ExecutionStoreError> {
+        self.kv
+            .delete(execution_key(execution_id))
+            .await
+            .map_err(|e| ExecutionStoreError::Unavailable(e.to_string()))
+    }
+
     /// Replaces the record if it is still at `expected`; the new revision.
     pub async fn update(
         &self,

@@ -282,6 +282,39 @@ impl InvocationQueue {
         }
     }
 
+    /// The execution ids still stored in the function's queue (waiting, or delivered and not
+    /// acked), oldest first. Reads at most the stream's sequence range, which the capacity
+    /// bounds for a live queue; stops once every stored message was found.
+    pub async fn stored_ids(&self, function: &str) -> Result<Vec<String>, QueueError> {
+        const MAX_SCAN: u64 = 100_000;
+        let mut stream = self.stream(function).await?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?
+            .state
+            .clone();
+        let mut ids = Vec::new();
+        if state.messages == 0 {
+            return Ok(ids);
+        }
+        let last = state
+            .last_sequence
+            .min(state.first_sequence.saturating_add(MAX_SCAN));
+        for sequence in state.first_sequence..=last {
+            if ids.len() as u64 >= state.messages {
+                break;
+            }
+            // A gap is a message acked in the meantime.
+            if let Ok(message) = stream.get_raw_message(sequence).await
+                && let Some(id) = message.headers.get(MSG_ID_HEADER)
+            {
+                ids.push(id.as_str().to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Cluster-wide depth from the consumer's state on the broker.
     pub async fn depth(&self, function: &str) -> Result<QueueDepth, QueueError> {
         let stream = self.stream(function).await?;

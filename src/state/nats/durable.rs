@@ -1,0 +1,401 @@
+//! The async path's port (`invocation::durable`) on JetStream: execution records in
+//! `P_executions`, one work-queue stream per function, Idempotency-Key claims in
+//! `P_idempotency`, and runtime callbacks routed over `P.complete` to the replica holding the
+//! execution. [`start`] opens all of it, installs it in the invocation service, and keeps one
+//! pull loop per registered function (a registry listener, so functions registered on another
+//! replica and mirrored here get theirs too).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::callbacks::{CompletionHandler, CompletionRequest, CompletionRoute, RouteOutcome};
+use super::kv_executions::{ExecutionRecords, Transition};
+use super::kv_idempotency::{CLAIM_TTL, Claim, IdempotencyClaims};
+use super::queue::{
+    Delivery, FunctionQueueConfig, InvocationQueue, PublishError, QueueError, ack_wait_for,
+};
+use super::{NatsConnection, Placement};
+use crate::invocation::InvocationService;
+use crate::invocation::durable::{
+    DeliveryAck, DurableBackend, DurableDelivery, DurableError, DurableRecord, RecordStep,
+};
+use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction};
+
+/// How long a replica that does not hold an execution waits for the holder to answer a routed
+/// callback: the holder answers in about a millisecond (docs/ha.md); silence means nobody holds
+/// it, and the callback's sender waits this long for its 204.
+const ROUTE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The JetStream side of durable async invocations.
+pub struct NatsDurable {
+    client: async_nats::Client,
+    records: ExecutionRecords,
+    queue: InvocationQueue,
+    claims: IdempotencyClaims,
+    route: CompletionRoute,
+    registry: Arc<FunctionRegistry>,
+    max_payload_bytes: i32,
+}
+
+/// Opens the buckets, installs the backend in `service`, serves routed callbacks and starts a
+/// pull loop for every registered function (now and later), until `stop`.
+pub async fn start(
+    conn: &NatsConnection,
+    placement: Placement,
+    execution_ttl: Duration,
+    max_payload_bytes: usize,
+    registry: Arc<FunctionRegistry>,
+    service: Arc<InvocationService>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let durable = Arc::new(NatsDurable {
+        client: conn.client.clone(),
+        records: ExecutionRecords::open(conn, execution_ttl, placement).await?,
+        queue: InvocationQueue::new(conn, placement),
+        claims: IdempotencyClaims::open(conn, CLAIM_TTL, placement).await?,
+        route: CompletionRoute::new(conn),
+        registry: registry.clone(),
+        // The broker refuses messages above its own `max_payload` (1 MiB by default) whatever
+        // the stream says; the smaller bound is the real one.
+        max_payload_bytes: i32::try_from(
+            max_payload_bytes.min(conn.client.server_info().max_payload),
+        )
+        .unwrap_or(i32::MAX),
+    });
+    durable
+        .route
+        .serve(
+            Arc::new(RouteHandler(Arc::downgrade(&service))),
+            stop.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("serving routed callbacks: {e}"))?;
+    service.install_durable(durable.clone());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let loops = Arc::new(PullLoops { tx });
+    registry.add_listener(loops.clone());
+    for function in registry.list() {
+        let _ = loops.on_register(&function);
+    }
+    tokio::spawn(run_lifecycle(durable, service, rx, stop));
+    Ok(())
+}
+
+impl NatsDurable {
+    fn connected(&self) -> Result<(), DurableError> {
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            Ok(())
+        } else {
+            Err(DurableError::Unavailable(
+                "NATS is not connected".to_owned(),
+            ))
+        }
+    }
+
+    fn queue_config(&self, function: &RegisteredFunction) -> FunctionQueueConfig {
+        let spec = &function.spec;
+        FunctionQueueConfig {
+            // Work-queue retention keeps a message until its execution is terminal, so a running
+            // execution occupies a place: `queueSize` waiting plus `concurrency` running.
+            capacity: i64::from(spec.queue_size) + i64::from(spec.concurrency),
+            concurrency: i64::from(spec.concurrency),
+            ack_wait: ack_wait_for(Duration::from_millis(spec.timeout_ms)),
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+
+    /// The function is being removed: its queued executions end with FUNCTION_REMOVED, as
+    /// the memory queue ends its own (their messages go with the stream).
+    async fn end_queued(&self, function: &str) {
+        let ids = match self.queue.stored_ids(function).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(function, error = %e, "listing queued executions failed");
+                return;
+            }
+        };
+        for id in ids {
+            let step = |bytes: &Bytes| decode(bytes).and_then(|r| r.removed()).map(|r| encode(&r));
+            if let Err(e) = self.records.transition(&id, step).await {
+                tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed");
+            }
+        }
+    }
+
+    async fn ensure(&self, function: &RegisteredFunction) -> Result<(), QueueError> {
+        self.queue
+            .ensure_function(function.name(), &self.queue_config(function))
+            .await
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DurableError {
+    DurableError::Unavailable(e.to_string())
+}
+
+fn encode(record: &DurableRecord) -> Bytes {
+    // A record of strings, numbers and validated raw JSON always serialises.
+    serde_json::to_vec(record)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+fn decode(bytes: &Bytes) -> Option<DurableRecord> {
+    serde_json::from_slice(bytes).ok()
+}
+
+impl DurableBackend for NatsDurable {
+    fn create(
+        &self,
+        execution_id: &str,
+        record: &DurableRecord,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let id = execution_id.to_owned();
+        let value = encode(record);
+        async move {
+            self.connected()?;
+            match self.records.create(&id, value).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn publish(
+        &self,
+        function: &str,
+        execution_id: &str,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let (function, id) = (function.to_owned(), execution_id.to_owned());
+        async move {
+            let mut result = self.queue.publish(&function, &id, body.clone()).await;
+            // The stream is created by the lifecycle task; a publish racing a registration
+            // creates it here (idempotent) and tries once more.
+            if let Err(PublishError::NoQueue(_)) = result {
+                if let Some(f) = self.registry.get(&function) {
+                    self.ensure(&f).await.map_err(unavailable)?;
+                }
+                result = self.queue.publish(&function, &id, body).await;
+            }
+            match result {
+                Ok(_) => Ok(()),
+                Err(PublishError::QueueFull(_)) => Err(DurableError::Full(function)),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn discard(&self, execution_id: &str) -> BoxFuture<'_, ()> {
+        let id = execution_id.to_owned();
+        async move {
+            if let Err(e) = self.records.delete(&id).await {
+                tracing::debug!(execution_id = %id, error = %e, "discarding a refused record");
+            }
+        }
+        .boxed()
+    }
+
+    fn read(
+        &self,
+        execution_id: &str,
+    ) -> BoxFuture<'_, Result<Option<DurableRecord>, DurableError>> {
+        let id = execution_id.to_owned();
+        async move {
+            self.connected()?;
+            let entry = self.records.get(&id).await.map_err(unavailable)?;
+            Ok(entry.and_then(|v| decode(&v.value)))
+        }
+        .boxed()
+    }
+
+    fn transition(
+        &self,
+        execution_id: &str,
+        mut step: RecordStep,
+    ) -> BoxFuture<'_, Result<Option<DurableRecord>, DurableError>> {
+        let id = execution_id.to_owned();
+        async move {
+            self.connected()?;
+            let outcome = self
+                .records
+                .transition(&id, |bytes| {
+                    decode(bytes).and_then(|r| step(&r)).map(|r| encode(&r))
+                })
+                .await;
+            match outcome {
+                Ok(Transition::Applied(v) | Transition::Unchanged(v)) => Ok(decode(&v.value)),
+                Ok(Transition::Missing) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn claim(
+        &self,
+        function: &str,
+        key: &str,
+        execution_id: &str,
+    ) -> BoxFuture<'_, Result<Option<String>, DurableError>> {
+        let (function, key, id) = (function.to_owned(), key.to_owned(), execution_id.to_owned());
+        async move {
+            self.connected()?;
+            match self.claims.claim(&function, &key, &id).await {
+                Ok(Claim::Won { .. }) => Ok(None),
+                Ok(Claim::Taken { execution_id }) => Ok(Some(execution_id)),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn route_callback(&self, execution_id: &str, body: Bytes) -> BoxFuture<'_, bool> {
+        let id = execution_id.to_owned();
+        async move {
+            matches!(
+                self.route.request(&id, body, ROUTE_TIMEOUT).await,
+                Ok(RouteOutcome::Applied(_))
+            )
+        }
+        .boxed()
+    }
+}
+
+/// The holder side of `P.complete`: answers only for executions this replica holds.
+struct RouteHandler(std::sync::Weak<InvocationService>);
+
+impl CompletionHandler for RouteHandler {
+    fn handle(&self, request: CompletionRequest) -> BoxFuture<'static, Option<Bytes>> {
+        let applied = self
+            .0
+            .upgrade()
+            .is_some_and(|s| s.apply_routed_callback(&request.execution_id, &request.body));
+        async move { applied.then(|| Bytes::from_static(b"applied")) }.boxed()
+    }
+}
+
+/// A JetStream delivery as the core's [`DeliveryAck`].
+struct Ack(Delivery);
+
+impl DeliveryAck for Ack {
+    fn ack(&self) -> BoxFuture<'_, ()> {
+        async move {
+            if let Err(e) = self.0.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be delivered again");
+            }
+        }
+        .boxed()
+    }
+
+    fn nak(&self, delay: Duration) -> BoxFuture<'_, ()> {
+        async move {
+            if let Err(e) = self.0.nak(delay).await {
+                tracing::debug!(error = %e, "nak failed; redelivered after the ack deadline");
+            }
+        }
+        .boxed()
+    }
+
+    fn in_progress(&self) -> BoxFuture<'_, ()> {
+        async move {
+            if let Err(e) = self.0.in_progress().await {
+                tracing::debug!(error = %e, "progress ack failed");
+            }
+        }
+        .boxed()
+    }
+}
+
+enum LifecycleEvent {
+    Registered(Arc<RegisteredFunction>),
+    Removed(String),
+}
+
+/// Registry listener: lifecycle events go, in order, to one task that sets up or tears down
+/// each function's stream and pull loop (the listener itself must not block).
+struct PullLoops {
+    tx: mpsc::UnboundedSender<LifecycleEvent>,
+}
+
+impl FunctionLifecycle for PullLoops {
+    fn on_register(&self, function: &Arc<RegisteredFunction>) -> Result<(), String> {
+        let _ = self.tx.send(LifecycleEvent::Registered(function.clone()));
+        Ok(())
+    }
+
+    fn on_remove(&self, name: &str) {
+        let _ = self.tx.send(LifecycleEvent::Removed(name.to_owned()));
+    }
+}
+
+async fn run_lifecycle(
+    durable: Arc<NatsDurable>,
+    service: Arc<InvocationService>,
+    mut rx: mpsc::UnboundedReceiver<LifecycleEvent>,
+    stop: CancellationToken,
+) {
+    let mut loops: HashMap<String, CancellationToken> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            event = rx.recv() => event,
+        };
+        match event {
+            None => break,
+            Some(LifecycleEvent::Registered(function)) => {
+                // A stream that cannot be set up now is set up by the first publish
+                // (`publish` ensures it); the pull loop keeps trying to open it meanwhile.
+                if let Err(e) = durable.ensure(&function).await {
+                    tracing::warn!(function = %function.name(), error = %e, "setting up the durable queue failed");
+                }
+                let token = stop.child_token();
+                if let Some(old) = loops.insert(function.name().to_owned(), token.clone()) {
+                    old.cancel();
+                }
+                let weak = Arc::downgrade(&service);
+                let tracker = service.tracker().clone();
+                let sink = move |delivery: Delivery| {
+                    let Some(service) = weak.upgrade() else {
+                        return;
+                    };
+                    let delivery = DurableDelivery {
+                        function: delivery.function.clone(),
+                        execution_id: delivery.execution_id.clone(),
+                        body: delivery.payload.clone(),
+                        ack: Box::new(Ack(delivery)),
+                    };
+                    tracker.spawn(async move { service.accept_delivery(delivery).await });
+                };
+                // The loop ends with its token (removal, re-registration, shutdown).
+                drop(
+                    durable
+                        .queue
+                        .spawn_pull_loop(function.name(), Arc::new(sink), token),
+                );
+            }
+            Some(LifecycleEvent::Removed(name)) => {
+                if let Some(token) = loops.remove(&name) {
+                    token.cancel();
+                }
+                // The stream itself is kept (bounded by its capacity): deleting it would race a
+                // re-registration's first publish into it and lose an accepted execution. A
+                // re-registered function's pull loop acks the removed executions' messages,
+                // whose records are terminal.
+                durable.end_queued(&name).await;
+            }
+        }
+    }
+    for (_, token) in loops.drain() {
+        token.cancel();
+    }
+}

@@ -1,0 +1,365 @@
+//! Durable async invocations on NATS JetStream (issue 9, guarantees 2–6) with real processes:
+//! control planes spawned from the built binary and SIGKILLed, a real `nats-server`
+//! (tests/common/nats.rs), and the stub runtime counting dispatches per execution id and
+//! concurrent requests. Each test counts what was accepted (202) and what reached a terminal
+//! state; losses must be 0.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Stub;
+use common::nats::NatsServer;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+/// One control-plane process on the given NATS.
+struct Cp {
+    base: String,
+    management: String,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cp {
+    async fn start(nats: &NatsServer, replica: &str) -> Cp {
+        let (port, management_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_nanofaas-control-plane"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SERVER_ADDRESS", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env("MANAGEMENT_SERVER_ADDRESS", "127.0.0.1")
+            .env("MANAGEMENT_SERVER_PORT", management_port.to_string())
+            .env("NANOFAAS_ASYNC_QUEUE_ENABLED", "true")
+            .env("NANOFAAS_STATE_BACKEND", "nats")
+            .env("NANOFAAS_NATS_URL", &nats.url)
+            .env("NANOFAAS_REPLICA_ID", replica)
+            .env("NANOFAAS_RATE_MAXPERSECOND", "100000")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the control plane");
+        let cp = Cp {
+            base: format!("http://127.0.0.1:{port}"),
+            management: format!("http://127.0.0.1:{management_port}"),
+            child: Some(child),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = cp
+                .client
+                .get(format!("{}/actuator/health/readiness", cp.management))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return cp;
+            }
+            assert!(Instant::now() < deadline, "{replica} not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no drain, no graceful anything.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn register(&self, spec: &Value) -> u16 {
+        self.client
+            .post(format!("{}/v1/functions", self.base))
+            .json(spec)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// `:enqueue`: the status and the execution id (when 202).
+    async fn enqueue(&self, name: &str, input: Value, key: Option<&str>) -> (u16, Option<String>) {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/functions/{name}:enqueue", self.base))
+            .json(&json!({"input": input}));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        match request.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (status, body["executionId"].as_str().map(str::to_owned))
+            }
+            Err(_) => (0, None),
+        }
+    }
+
+    async fn status(&self, id: &str) -> Option<String> {
+        let r = self
+            .client
+            .get(format!("{}/v1/executions/{id}", self.base))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = r.json().await.ok()?;
+        body["status"].as_str().map(str::to_owned)
+    }
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pool_spec(name: &str, url: &str, concurrency: u32, queue_size: u32, timeout_ms: u64) -> Value {
+    json!({
+        "name": name, "image": "img", "executionMode": "POOL", "endpointUrl": url,
+        "concurrency": concurrency, "queueSize": queue_size, "timeoutMs": timeout_ms,
+        "maxRetries": 3
+    })
+}
+
+/// Registers on the first replica; the others see it through the registry's replication, or
+/// (while that is not there) get it registered too: 201 or 409 both mean "known".
+async fn register_everywhere(cps: &[&Cp], spec: &Value) {
+    for cp in cps {
+        let status = cp.register(spec).await;
+        assert!(
+            status == 201 || status == 409,
+            "registration answered {status}"
+        );
+    }
+}
+
+/// Polls every id on `cp` until all are terminal (bounded); returns the terminal states.
+async fn wait_all_terminal(cp: &Cp, ids: &[String], within: Duration) -> HashMap<String, String> {
+    let deadline = Instant::now() + within;
+    let mut done: HashMap<String, String> = HashMap::new();
+    loop {
+        for id in ids {
+            if done.contains_key(id) {
+                continue;
+            }
+            if let Some(s) = cp.status(id).await
+                && matches!(s.as_str(), "success" | "error" | "timeout")
+            {
+                done.insert(id.clone(), s);
+            }
+        }
+        if done.len() == ids.len() || Instant::now() > deadline {
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Dispatches per execution id, with the attempts seen, from the stub's log.
+fn dispatches(stub: &Stub) -> HashMap<String, Vec<u32>> {
+    let mut out: HashMap<String, Vec<u32>> = HashMap::new();
+    for r in stub.requests() {
+        let id = r
+            .headers
+            .get("X-Execution-Id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let attempt = r
+            .headers
+            .get("X-Dispatch-Attempt")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        out.entry(id).or_default().push(attempt);
+    }
+    out
+}
+
+/// Enqueues `n` executions, `parallel` at a time, round-robin over `cps`; the accepted ids.
+async fn enqueue_many(cps: &[&Cp], name: &str, n: usize, parallel: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<_> = (i..(i + parallel).min(n))
+            .map(|k| cps[k % cps.len()].enqueue(name, json!({"n": k}), None))
+            .collect();
+        for (status, id) in futures_util::future::join_all(batch).await {
+            assert_eq!(status, 202, "enqueue refused");
+            ids.push(id.expect("an execution id"));
+        }
+        i += parallel;
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_control_plane_loses_no_accepted_execution() {
+    let nats = NatsServer::start().await;
+    let mut first = Cp::start(&nats, "r1").await;
+    let stub = Stub::start(&first.base).await;
+    // 1000 executions of 100 ms, 20 at a time: ~5 s of work; the kill lands in the middle.
+    let spec = pool_spec("slow", &stub.url("/track/100"), 20, 1000, 2000);
+    register_everywhere(&[&first], &spec).await;
+    let started = Instant::now();
+    let ids = enqueue_many(&[&first], "slow", 1000, 32).await;
+    let enqueue_took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill = stub.requests().len();
+    first.kill();
+    let second = Cp::start(&nats, "r2").await;
+    register_everywhere(&[&second], &spec).await;
+    let done = wait_all_terminal(&second, &ids, Duration::from_secs(90)).await;
+    let lost: Vec<_> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
+    let per_id = dispatches(&stub);
+    let twice: Vec<_> = per_id.iter().filter(|(_, a)| a.len() > 1).collect();
+    println!(
+        "MEASURE restart: accepted {} (enqueue took {enqueue_took:?}), dispatched before kill {before_kill}, \
+         terminal {}, lost {}, dispatched twice {}, in flight bound 20",
+        ids.len(),
+        done.len(),
+        lost.len(),
+        twice.len()
+    );
+    assert!(lost.is_empty(), "lost executions: {}", lost.len());
+    assert!(
+        done.values().all(|s| s == "success"),
+        "all succeed: {done:?}"
+    );
+    let accepted: HashSet<&String> = ids.iter().collect();
+    for id in &ids {
+        assert!(per_id.contains_key(id), "{id} never dispatched");
+    }
+    // Only what was in flight at the kill runs again, and as a later attempt.
+    assert!(twice.len() <= 20, "{} dispatched twice", twice.len());
+    for (id, attempts) in &twice {
+        assert!(accepted.contains(id));
+        assert!(
+            attempts.windows(2).all(|w| w[1] > w[0]),
+            "{id}: {attempts:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_queues_callbacks_and_idempotency_keys() {
+    let nats = NatsServer::start().await;
+    let a = Cp::start(&nats, "a").await;
+    let mut b = Cp::start(&nats, "b").await;
+    let c = Cp::start(&nats, "c").await;
+    let stub = Stub::start(&b.base).await;
+
+    // Concurrency is cluster-wide: three replicas pulling never run more than 4 at once.
+    let spec = pool_spec("tracked", &stub.url("/track/30"), 4, 500, 2000);
+    register_everywhere(&[&a, &b, &c], &spec).await;
+    let ids = enqueue_many(&[&a, &b, &c], "tracked", 300, 24).await;
+    let done = wait_all_terminal(&a, &ids, Duration::from_secs(60)).await;
+    assert_eq!(done.len(), ids.len());
+    let highest = stub.in_flight.lock().unwrap().1;
+    println!("MEASURE cluster-wide concurrency: highest {highest} of limit 4, 3 replicas");
+    assert!(highest <= 4, "concurrency {highest} > 4");
+
+    // One Idempotency-Key on two replicas: one execution.
+    let (s1, id1) = a.enqueue("tracked", json!(1), Some("same-key")).await;
+    let (s2, id2) = c.enqueue("tracked", json!(2), Some("same-key")).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(id1, id2);
+
+    // A sync caller waiting on A is completed by a callback that lands on B.
+    let spec = json!({"name": "cb", "image": "img", "executionMode": "POOL",
+        "endpointUrl": stub.url("/callback-then-hang"), "timeoutMs": 10000});
+    register_everywhere(&[&a, &b, &c], &spec).await;
+    let t = Instant::now();
+    let r = a
+        .client
+        .post(format!("{}/v1/functions/cb:invoke", a.base))
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    println!(
+        "MEASURE sync caller on A woken by a callback on B: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(body["output"], "from-callback");
+
+    // One replica SIGKILLed mid-load: nothing accepted is lost.
+    let ids = enqueue_many(&[&a, &b, &c], "tracked", 200, 24).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill();
+    let done = wait_all_terminal(&a, &ids, Duration::from_secs(60)).await;
+    println!(
+        "MEASURE replica SIGKILL mid-load: accepted {}, terminal {}",
+        ids.len(),
+        done.len()
+    );
+    assert_eq!(done.len(), ids.len(), "lost executions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enqueues_during_a_nats_outage_get_503_and_nothing_accepted_is_lost() {
+    let mut nats = NatsServer::start().await;
+    let cp = Cp::start(&nats, "solo").await;
+    let stub = Stub::start(&cp.base).await;
+    // 200 executions of 50 ms, 4 at a time: ~2.5 s of work, most still queued at the kill.
+    let spec = pool_spec("work", &stub.url("/track/50"), 4, 500, 2000);
+    register_everywhere(&[&cp], &spec).await;
+    let mut accepted = enqueue_many(&[&cp], "work", 200, 10).await;
+    let dispatched_before = stub.requests().len();
+    nats.kill();
+    // The client notices the lost connection within a moment; from then on: 503 + Retry-After.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    while Instant::now() < deadline && refused < 5 {
+        let r = cp
+            .client
+            .post(format!("{}/v1/functions/work:enqueue", cp.base))
+            .json(&json!({"input": "outage"}))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            503 => {
+                assert!(r.headers().get("Retry-After").is_some());
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["error"], "SERVICE_UNAVAILABLE");
+                refused += 1;
+            }
+            202 => {
+                let body: Value = r.json().await.unwrap();
+                accepted.push(body["executionId"].as_str().unwrap().to_owned());
+            }
+            other => panic!("enqueue during the outage answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused, 5, "enqueues during the outage were not refused");
+    nats.restart().await;
+    let done = wait_all_terminal(&cp, &accepted, Duration::from_secs(60)).await;
+    println!(
+        "MEASURE NATS outage: accepted {}, dispatched before the kill {dispatched_before}, \
+         terminal {}, refused during the outage {refused}",
+        accepted.len(),
+        done.len()
+    );
+    assert_eq!(done.len(), accepted.len(), "lost executions");
+}
