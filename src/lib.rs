@@ -444,8 +444,11 @@ async fn start_nats(
         nats.placement(),
         state.config.execution_store.ttl,
         state.config.max_request_body_bytes,
-        state.registry.clone(),
-        state.invocations.clone(),
+        state::nats::durable::Wiring {
+            registry: state.registry.clone(),
+            service: state.invocations.clone(),
+            metrics: &state.metrics,
+        },
         stop.clone(),
     )
     .await

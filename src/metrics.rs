@@ -17,6 +17,7 @@ mod timer;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use exposition::{Labels, MetricWriter, SampleValue};
 pub use timer::{Timer, TimerSnapshot};
@@ -193,6 +194,12 @@ impl CountersByLabel {
 /// Gauges another module owns (queues, autoscaler), written into the scrape after ours.
 pub trait MetricsSection: Send + Sync {
     fn render(&self, out: &mut MetricWriter);
+
+    /// Figures this section reads from elsewhere (a broker), fetched before each scrape;
+    /// `None` (the default) when it has nothing to fetch.
+    fn refresh(&self) -> Option<futures_util::future::BoxFuture<'_, ()>> {
+        None
+    }
 }
 
 impl Default for Metrics {
@@ -217,6 +224,17 @@ impl Metrics {
 
     pub fn add_section(&self, section: Arc<dyn MetricsSection>) {
         lock(&self.sections).push(section);
+    }
+
+    /// Lets every section fetch what it reads from elsewhere, for at most `within`; a scrape
+    /// then shows the last figures fetched. Free when no section fetches anything (memory).
+    pub async fn refresh(&self, within: Duration) {
+        let sections = lock(&self.sections).clone();
+        let fetches: Vec<_> = sections.iter().filter_map(|s| s.refresh()).collect();
+        if fetches.is_empty() {
+            return;
+        }
+        let _ = tokio::time::timeout(within, futures_util::future::join_all(fetches)).await;
     }
 
     /// The meters of the function `name`, created on first use; a deleted name gets detached

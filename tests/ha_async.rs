@@ -363,3 +363,87 @@ async fn enqueues_during_a_nats_outage_get_503_and_nothing_accepted_is_lost() {
     );
     assert_eq!(done.len(), accepted.len(), "lost executions");
 }
+
+/// `function_queue_depth` and `function_inFlight` are the cluster's on every replica: B, which
+/// accepted nothing, shows the executions waiting in the stream and never more in flight than
+/// the function's concurrency; both drain to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_gauges_are_cluster_wide_on_every_replica() {
+    let nats = NatsServer::start().await;
+    let a = Cp::start(&nats, "a").await;
+    let b = Cp::start(&nats, "b").await;
+    let stub = Stub::start(&a.base).await;
+    let spec = pool_spec("gauged", &stub.url("/track/400"), 2, 100, 5000);
+    register_everywhere(&[&a, &b], &spec).await;
+    let ids = enqueue_many(&[&a], "gauged", 16, 4).await;
+    assert_eq!(ids.len(), 16);
+
+    let scrape = |cp: &Cp| {
+        let (client, url) = (
+            cp.client.clone(),
+            format!("{}/actuator/prometheus", cp.management),
+        );
+        async move {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            let get = |name| common::metric_value(&text, name, "function=\"gauged\"");
+            (
+                get("function_queue_depth").unwrap_or(-1.0),
+                get("function_inFlight").unwrap_or(-1.0),
+                text,
+            )
+        }
+    };
+    let (depth, in_flight, text) = scrape(&b).await;
+    println!(
+        "MEASURE cluster-wide gauges on B right after 16 enqueues on A: depth {depth}, in flight {in_flight}"
+    );
+    assert!(depth >= 6.0, "B shows {depth} waiting");
+    assert!(
+        (0.0..=2.0).contains(&in_flight),
+        "B shows {in_flight} in flight"
+    );
+    assert!(depth + in_flight <= 16.0);
+    assert!(text.contains("\nnanofaas_nats_publish_errors_total 0\n"));
+
+    wait_all_terminal(&b, &ids, Duration::from_secs(30)).await;
+    let (depth, in_flight, _) = scrape(&b).await;
+    assert_eq!((depth, in_flight), (0.0, 0.0));
+}
+
+/// One Idempotency-Key on sync invocations through two replicas: one execution, and every
+/// request gets its answer (the winner's), also a later one on the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_idempotency_key_runs_once_across_replicas() {
+    let nats = NatsServer::start().await;
+    let a = Cp::start(&nats, "a").await;
+    let b = Cp::start(&nats, "b").await;
+    let stub = Stub::start(&a.base).await;
+    let spec = json!({"name": "keyed", "image": "img", "executionMode": "POOL",
+        "endpointUrl": stub.url("/script"), "timeoutMs": 10000});
+    register_everywhere(&[&a, &b], &spec).await;
+    let call = |cp: &Cp, n: u64| {
+        let request = cp
+            .client
+            .post(format!("{}/v1/functions/keyed:invoke", cp.base))
+            .header("Idempotency-Key", "sync-key")
+            .json(&json!({"input": {"sleepMs": 400, "n": n}}));
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let ((sa, ba), (sb, bb)) = tokio::join!(call(&a, 1), call(&b, 2));
+    assert_eq!((sa, sb), (200, 200), "{ba} {bb}");
+    assert_eq!(ba["executionId"], bb["executionId"]);
+    assert_eq!(ba["output"], bb["output"]);
+    assert_eq!(stub.requests().len(), 1, "one execution for one key");
+
+    // Later, on either replica: the same answer, no new dispatch.
+    let (sc, bc) = call(&b, 3).await;
+    let (sd, bd) = call(&a, 4).await;
+    assert_eq!((sc, sd), (200, 200));
+    assert_eq!(bc["executionId"], ba["executionId"]);
+    assert_eq!(bd["output"], ba["output"]);
+    assert_eq!(stub.requests().len(), 1);
+}

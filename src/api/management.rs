@@ -190,7 +190,12 @@ async fn readiness(State(state): State<AppState>, headers: HeaderMap) -> Respons
     }
 }
 
+/// How long a scrape waits for figures fetched from elsewhere before it shows the last ones.
+const SCRAPE_FETCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn prometheus(State(state): State<AppState>) -> Response {
+    // Cluster-wide figures (the NATS backend's queue gauges) are fetched per scrape, bounded.
+    state.metrics.refresh(SCRAPE_FETCH_BUDGET).await;
     state
         .metrics
         .execution_store_entries

@@ -24,9 +24,11 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 mod record;
+mod shared_keys;
 
 pub use record::DurableRecord;
 use record::{RoutedCallback, RoutedCallbackIn, boxed_raw, callback_step, lost_step, raw_or_null};
+pub(super) use shared_keys::SharedClaim;
 
 use super::{InvocationService, InvokeError};
 use crate::execution::store::{Abort, Liveness};
@@ -83,6 +85,16 @@ pub trait DurableBackend: Send + Sync + 'static {
         key: &str,
         execution_id: &str,
     ) -> BoxFuture<'_, Result<Option<String>, DurableError>>;
+    /// Best effort: gives `(function, key)` up if `execution_id` still holds it (its
+    /// invocation was refused after the claim was won).
+    fn release(&self, function: &str, key: &str, execution_id: &str) -> BoxFuture<'_, ()>;
+    /// Waits until the record of `execution_id` is terminal (it may not exist yet), at most
+    /// until `until`; the terminal record, else `None`. Watches, never polls.
+    fn wait_terminal(
+        &self,
+        execution_id: &str,
+        until: Instant,
+    ) -> BoxFuture<'_, Result<Option<DurableRecord>, DurableError>>;
     /// Asks the replica holding `execution_id` in memory to apply a runtime callback; `true`
     /// if one did.
     fn route_callback(&self, execution_id: &str, body: Bytes) -> BoxFuture<'_, bool>;
@@ -195,13 +207,18 @@ impl InvocationService {
             cold_start: false,
             init_duration_ms: None,
         };
-        backend
-            .create(&execution_id, &record)
-            .await
-            .map_err(|e| durable_error(e, function))?;
+        if let Err(e) = backend.create(&execution_id, &record).await {
+            if let Some(key) = &input.idempotency_key {
+                backend.release(function, key, &execution_id).await;
+            }
+            return Err(durable_error(e, function));
+        }
         let body = crate::dispatch::runtime_body(&input.input, input.metadata.as_deref());
         if let Err(e) = backend.publish(function, &execution_id, body).await {
             backend.discard(&execution_id).await;
+            if let Some(key) = &input.idempotency_key {
+                backend.release(function, key, &execution_id).await;
+            }
             if let DurableError::Full(_) = e {
                 registered.meters(&self.metrics).queue_rejected.inc();
             }

@@ -10,6 +10,7 @@
 mod completion;
 mod driven;
 pub mod durable;
+use durable::SharedClaim;
 mod error;
 pub mod idempotency;
 mod self_wake;
@@ -72,9 +73,12 @@ struct Wait {
 }
 
 enum Admitted {
-    /// A new execution; `Some(task)` when the caller is to drive its dispatch (inline route).
-    New(Arc<str>, Option<Task>),
+    /// A new execution; `Some(task)` when the caller is to drive its dispatch (inline route);
+    /// `true` when its Idempotency-Key is claimed cluster-wide (its result is then shared).
+    New(Arc<str>, Option<Task>, bool),
     Existing(Arc<str>),
+    /// The key belongs to another replica's execution (shared claims, NATS backend).
+    Elsewhere(Arc<str>),
 }
 
 pub struct InvocationService {
@@ -195,12 +199,20 @@ impl InvocationService {
         // Taken before the execution exists, so the wait never outlasts an attempt that shares
         // its `timeoutMs`: that attempt's failure then finds its caller gone and is not retried.
         let deadline = Instant::now() + wait;
-        let (execution_id, created, driven) = match self
+        let key = input.idempotency_key.clone();
+        let (execution_id, created, driven, shared) = match self
             .create_or_reuse(&function, input, route, Some(deadline))
             .await?
         {
-            Admitted::New(id, task) => (id, true, task),
-            Admitted::Existing(id) => (id, false, None),
+            Admitted::New(id, task, shared) => (id, true, task, shared),
+            Admitted::Existing(id) => (id, false, None, false),
+            Admitted::Elsewhere(id) => {
+                let outcome = self.wait_elsewhere(&function, &id, deadline).await;
+                return Ok(SyncResult {
+                    timed_out: matches!(outcome, Outcome::Timeout),
+                    response: outcome.response(id),
+                });
+            }
         };
         let mut driven = DrivenDispatch::new(
             driven.map(|task| {
@@ -221,6 +233,9 @@ impl InvocationService {
         let outcome = self
             .wait_for_outcome(&function, &execution_id, wait, driven)
             .await;
+        if let (true, Some(key)) = (shared, &key) {
+            self.publish_sync_result(&function, &execution_id, key);
+        }
         if let Outcome::QueueTimeout = outcome {
             return Err(InvokeError::SyncQueueRejected {
                 reason: RejectReason::Timeout,
@@ -339,7 +354,7 @@ impl InvocationService {
             .create_or_reuse(&function, input, Route::Queue, None)
             .await?
         {
-            Admitted::New(id, _) | Admitted::Existing(id) => Ok(id),
+            Admitted::New(id, ..) | Admitted::Existing(id) | Admitted::Elsewhere(id) => Ok(id),
         }
     }
 
@@ -367,6 +382,19 @@ impl InvocationService {
             None => None,
         };
         let execution_id = new_execution_id();
+        // Sync requests only: a durable `:enqueue` claims its key in `enqueue_durable`.
+        let mut shared = false;
+        if let (Some(k), Some(_)) = (&key, &claim) {
+            match self
+                .claim_shared_key(function.name(), k, &execution_id)
+                .await
+            {
+                SharedClaim::Won => shared = true,
+                // The local claim is abandoned (dropped): this replica does not run it.
+                SharedClaim::Taken(winner) => return Ok(Admitted::Elsewhere(winner)),
+                SharedClaim::LocalOnly => {}
+            }
+        }
         let task = Task {
             execution_id: execution_id.clone(),
             function: function.clone(),
@@ -381,22 +409,30 @@ impl InvocationService {
             caller_deadline,
             slot: None,
         };
-        self.store.insert(task.clone()).map_err(|e| match e {
-            StoreFull::InFlight => InvokeError::StoreFull,
-            StoreFull::FunctionShare => InvokeError::FunctionShareFull(function.name().to_owned()),
-        })?;
-        let driven = match self.admit(task, route).await {
+        let task_key = task.idempotency_key.clone();
+        let admitted = match self.store.insert(task.clone()) {
+            Ok(()) => self.admit(task, route).await,
+            Err(StoreFull::InFlight) => Err(InvokeError::StoreFull),
+            Err(StoreFull::FunctionShare) => {
+                Err(InvokeError::FunctionShareFull(function.name().to_owned()))
+            }
+        };
+        let driven = match admitted {
             Ok(driven) => driven,
             Err(e) => {
-                // A refused admission leaves nothing behind; the claim is abandoned on drop.
+                // A refused admission leaves nothing behind; the claim is abandoned on drop
+                // (and given up cluster-wide when it was shared).
                 self.store.remove(&execution_id);
+                if let (true, Some(backend), Some(k)) = (shared, self.durable.get(), &task_key) {
+                    backend.release(function.name(), k, &execution_id).await;
+                }
                 return Err(e);
             }
         };
         if let Some(guard) = claim {
             guard.publish(execution_id.clone());
         }
-        Ok(Admitted::New(execution_id, driven))
+        Ok(Admitted::New(execution_id, driven, shared))
     }
 
     /// Admits a new execution; returns the task when the caller is to drive its dispatch.

@@ -123,8 +123,16 @@ pub trait TaskSink: Send + Sync {
     fn start(&self, task: Task);
 }
 
+/// Cluster-wide figures of a function's queue kept by a shared backend (issue 9): they replace
+/// this replica's own in `function_queue_depth` and `function_inFlight`.
+pub trait SharedQueueDepths: Send + Sync {
+    /// (waiting, delivered and not yet settled), when known.
+    fn depth(&self, function: &str) -> Option<(u64, u64)>;
+}
+
 pub struct QueueManager {
     inner: Mutex<Inner>,
+    shared_depths: std::sync::OnceLock<Arc<dyn SharedQueueDepths>>,
     sink: Arc<dyn TaskSink>,
     store: Arc<ExecutionStore>,
     metrics: Arc<Metrics>,
@@ -178,6 +186,11 @@ impl FunctionQueue {
 }
 
 impl QueueManager {
+    /// Installs the shared backend's cluster-wide figures for the queue gauges (once).
+    pub fn set_shared_depths(&self, depths: Arc<dyn SharedQueueDepths>) {
+        let _ = self.shared_depths.set(depths);
+    }
+
     pub fn new(
         config: &SyncQueueConfig,
         async_enabled: bool,
@@ -187,6 +200,7 @@ impl QueueManager {
         sink: Arc<dyn TaskSink>,
     ) -> Self {
         QueueManager {
+            shared_depths: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
                 queues: HashMap::new(),
                 sync_depth: 0,
@@ -458,6 +472,14 @@ impl MetricsSection for QueueManager {
             (rows, inner.sync_depth)
         };
         rows.sort_by(|a, b| a.function.cmp(&b.function));
+        if let Some(shared) = self.shared_depths.get() {
+            for row in &mut rows {
+                if let Some((waiting, in_flight)) = shared.depth(&row.function) {
+                    row.queued = usize::try_from(waiting).unwrap_or(usize::MAX);
+                    row.in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
+                }
+            }
+        }
         let per_function = |w: &mut MetricWriter, name, value: fn(&GaugeRow) -> f64| {
             let series = rows
                 .iter()

@@ -21,11 +21,13 @@ use super::kv_idempotency::{CLAIM_TTL, Claim, IdempotencyClaims};
 use super::queue::{
     Delivery, FunctionQueueConfig, InvocationQueue, PublishError, QueueError, ack_wait_for,
 };
+use super::queue_gauges::ClusterQueueGauges;
 use super::{NatsConnection, Placement};
 use crate::invocation::InvocationService;
 use crate::invocation::durable::{
     DeliveryAck, DurableBackend, DurableDelivery, DurableError, DurableRecord, RecordStep,
 };
+use crate::metrics::Metrics;
 use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction};
 
 /// How long a replica that does not hold an execution waits for the holder to answer a routed
@@ -42,6 +44,14 @@ pub struct NatsDurable {
     route: CompletionRoute,
     registry: Arc<FunctionRegistry>,
     max_payload_bytes: i32,
+    gauges: Arc<ClusterQueueGauges>,
+}
+
+/// What the durable path is wired into.
+pub struct Wiring<'a> {
+    pub registry: Arc<FunctionRegistry>,
+    pub service: Arc<InvocationService>,
+    pub metrics: &'a Metrics,
 }
 
 /// Opens the buckets, installs the backend in `service`, serves routed callbacks and starts a
@@ -51,14 +61,23 @@ pub async fn start(
     placement: Placement,
     execution_ttl: Duration,
     max_payload_bytes: usize,
-    registry: Arc<FunctionRegistry>,
-    service: Arc<InvocationService>,
+    wiring: Wiring<'_>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Wiring {
+        registry,
+        service,
+        metrics,
+    } = wiring;
+    let queue = InvocationQueue::new(conn, placement);
+    let gauges = Arc::new(ClusterQueueGauges::new(queue.clone(), registry.clone()));
+    service.queue().set_shared_depths(gauges.clone());
+    metrics.add_section(gauges.clone());
     let durable = Arc::new(NatsDurable {
         client: conn.client.clone(),
         records: ExecutionRecords::open(conn, execution_ttl, placement).await?,
-        queue: InvocationQueue::new(conn, placement),
+        queue,
+        gauges,
         claims: IdempotencyClaims::open(conn, CLAIM_TTL, placement).await?,
         route: CompletionRoute::new(conn),
         registry: registry.clone(),
@@ -189,7 +208,10 @@ impl DurableBackend for NatsDurable {
             match result {
                 Ok(_) => Ok(()),
                 Err(PublishError::QueueFull(_)) => Err(DurableError::Full(function)),
-                Err(e) => Err(unavailable(e)),
+                Err(e) => {
+                    self.gauges.publish_failed();
+                    Err(unavailable(e))
+                }
             }
         }
         .boxed()
@@ -255,6 +277,35 @@ impl DurableBackend for NatsDurable {
                 Ok(Claim::Taken { execution_id }) => Ok(Some(execution_id)),
                 Err(e) => Err(unavailable(e)),
             }
+        }
+        .boxed()
+    }
+
+    fn release(&self, function: &str, key: &str, execution_id: &str) -> BoxFuture<'_, ()> {
+        let (function, key, id) = (function.to_owned(), key.to_owned(), execution_id.to_owned());
+        async move {
+            if let Err(e) = self.claims.release_for(&function, &key, &id).await {
+                tracing::debug!(execution_id = %id, error = %e, "releasing a refused claim");
+            }
+        }
+        .boxed()
+    }
+
+    fn wait_terminal(
+        &self,
+        execution_id: &str,
+        until: tokio::time::Instant,
+    ) -> BoxFuture<'_, Result<Option<DurableRecord>, DurableError>> {
+        let id = execution_id.to_owned();
+        async move {
+            self.connected()?;
+            let terminal = |v: &Bytes| decode(v).is_some_and(|r| r.state.is_terminal());
+            let value = self
+                .records
+                .wait_for(&id, until, terminal)
+                .await
+                .map_err(unavailable)?;
+            Ok(value.as_ref().and_then(decode))
         }
         .boxed()
     }
@@ -364,10 +415,14 @@ async fn run_lifecycle(
                 }
                 let weak = Arc::downgrade(&service);
                 let tracker = service.tracker().clone();
+                let gauges = durable.gauges.clone();
                 let sink = move |delivery: Delivery| {
                     let Some(service) = weak.upgrade() else {
                         return;
                     };
+                    if delivery.attempt > 1 {
+                        gauges.redelivered();
+                    }
                     let delivery = DurableDelivery {
                         function: delivery.function.clone(),
                         execution_id: delivery.execution_id.clone(),

@@ -90,6 +90,34 @@ impl ExecutionRecords {
             }))
     }
 
+    /// The record's values as they are written, starting with the current one (if any), until
+    /// `accept` takes one or `until` passes; the value taken, else `None`.
+    pub async fn wait_for(
+        &self,
+        execution_id: &str,
+        until: tokio::time::Instant,
+        mut accept: impl FnMut(&Bytes) -> bool,
+    ) -> Result<Option<Bytes>, ExecutionStoreError> {
+        use futures_util::StreamExt as _;
+        let watching = async {
+            let mut watch = self
+                .kv
+                .watch_with_history(execution_key(execution_id))
+                .await
+                .map_err(|e| ExecutionStoreError::Unavailable(e.to_string()))?;
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| ExecutionStoreError::Unavailable(e.to_string()))?;
+                if entry.operation == Operation::Put && accept(&entry.value) {
+                    return Ok(Some(entry.value));
+                }
+            }
+            Ok(None)
+        };
+        tokio::time::timeout_at(until, watching)
+            .await
+            .unwrap_or(Ok(None))
+    }
+
     /// Stores a new record; `AlreadyExists` if the id is taken.
     pub async fn create(
         &self,

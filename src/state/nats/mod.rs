@@ -20,6 +20,7 @@ pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod queue;
+pub mod queue_gauges;
 
 pub use connect::{
     ConnectError, ConnectionReporter, ConnectionState, NatsConnection, NatsSettings,
