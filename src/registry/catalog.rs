@@ -80,11 +80,20 @@ struct RecordOut<'a> {
     /// A claim taken before provisioning: the name is taken but the function is not usable yet,
     /// so other replicas do not adopt it.
     pending: bool,
+    /// When a pending claim was taken (Unix milliseconds): a claim older than
+    /// [`STALE_PENDING_CLAIM`] belongs to a replica that died while provisioning.
+    #[serde(rename = "claimedAt", skip_serializing_if = "Option::is_none")]
+    claimed_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     function: Option<FunctionResponse<'a>>,
 }
+
+/// How old a pending claim must be before another registration of the name may take it over:
+/// longer than any provisioning takes (container-local and Kubernetes readiness waits are
+/// minutes at most), so a live registration is never overtaken.
+pub const STALE_PENDING_CLAIM: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The claim written before a DEPLOYMENT function is provisioned.
 pub fn encode_pending() -> Bytes {
@@ -106,6 +115,7 @@ fn encode_record(
     let out = RecordOut {
         v: VERSION,
         pending,
+        claimed_at: pending.then(|| chrono::Utc::now().timestamp_millis()),
         replicas,
         function,
     };
@@ -118,6 +128,8 @@ struct RecordIn {
     v: u32,
     #[serde(default)]
     pending: bool,
+    #[serde(default, rename = "claimedAt")]
+    claimed_at: Option<i64>,
     #[serde(default)]
     function: Option<serde_json::Value>,
 }
@@ -137,7 +149,10 @@ struct Modes {
 
 /// A decoded record.
 pub enum Record {
-    Pending,
+    /// A claim taken before provisioning, and when (Unix milliseconds; absent in older records).
+    Pending {
+        claimed_at: Option<i64>,
+    },
     Ready(Box<ReadyRecord>),
 }
 
@@ -156,7 +171,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         return Err(format!("unknown record version {}", record.v));
     }
     if record.pending {
-        return Ok(Record::Pending);
+        return Ok(Record::Pending {
+            claimed_at: record.claimed_at,
+        });
     }
     let function = record.function.ok_or("record without a function")?;
     let modes: Modes = serde_json::from_value(function.clone()).map_err(|e| e.to_string())?;
@@ -170,4 +187,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         degradation_reason: modes.degradation_reason,
         endpoint_url: modes.endpoint_url,
     })))
+}
+
+/// Whether a pending claim taken at `claimed_at` (Unix milliseconds) is stale at `now_ms`; a
+/// claim without a time (an older record) counts as stale.
+pub fn pending_claim_is_stale(claimed_at: Option<i64>, now_ms: i64) -> bool {
+    claimed_at.is_none_or(|at| now_ms.saturating_sub(at) > STALE_PENDING_CLAIM.as_millis() as i64)
 }

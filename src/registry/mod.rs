@@ -155,12 +155,7 @@ impl FunctionRegistry {
                 if !catalog.is_available() {
                     return Err(catalog_unavailable());
                 }
-                Some(
-                    catalog
-                        .create(&spec.name, catalog::encode_pending())
-                        .await
-                        .map_err(|e| catalog_error(&spec.name, e))?,
-                )
+                Some(claim_name(catalog.as_ref(), &spec.name).await?)
             }
             Some(catalog) if !catalog.is_available() => return Err(catalog_unavailable()),
             _ => None,
@@ -499,6 +494,46 @@ fn catalog_unavailable() -> RegistryError {
     RegistryError::Unavailable(
         "The function catalog (NATS) is unavailable; retry shortly".to_owned(),
     )
+}
+
+/// Claims `name` in the catalog before provisioning. A pending claim left by a replica that
+/// died while provisioning (older than [`catalog::STALE_PENDING_CLAIM`]) is taken over with a
+/// compare-and-set, so the name is not blocked forever; the backend objects that replica may
+/// have started carry the same names and are replaced by this provisioning.
+async fn claim_name(catalog: &dyn FunctionCatalog, name: &str) -> Result<u64, RegistryError> {
+    match catalog.create(name, catalog::encode_pending()).await {
+        Err(CatalogError::AlreadyExists) => {}
+        other => return other.map_err(|e| catalog_error(name, e)),
+    }
+    let current = catalog
+        .get(name)
+        .await
+        .map_err(|e| catalog_error(name, e))?;
+    let Some((record, revision)) = current else {
+        // Deleted in the meantime: claim it afresh.
+        return catalog
+            .create(name, catalog::encode_pending())
+            .await
+            .map_err(|e| catalog_error(name, e));
+    };
+    match catalog::decode(&record) {
+        Ok(catalog::Record::Pending { claimed_at })
+            if catalog::pending_claim_is_stale(
+                claimed_at,
+                chrono::Utc::now().timestamp_millis(),
+            ) =>
+        {
+            tracing::warn!(function = name, "taking over a stale registration claim");
+            catalog
+                .update(name, catalog::encode_pending(), revision)
+                .await
+                .map_err(|e| match e {
+                    CatalogError::Conflict => RegistryError::AlreadyExists(name.to_owned()),
+                    e => catalog_error(name, e),
+                })
+        }
+        _ => Err(RegistryError::AlreadyExists(name.to_owned())),
+    }
 }
 
 fn catalog_error(name: &str, e: CatalogError) -> RegistryError {

@@ -39,7 +39,7 @@ impl FunctionRegistry {
         }
         let ready = match catalog::decode(record) {
             // A registration still provisioning elsewhere: nothing to adopt yet.
-            Ok(Record::Pending) => return,
+            Ok(Record::Pending { .. }) => return,
             Ok(Record::Ready(ready)) => ready,
             Err(e) => {
                 tracing::warn!(function = name, revision, error = %e, "ignoring an unreadable catalog record");

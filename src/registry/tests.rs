@@ -239,3 +239,46 @@ async fn with_the_catalog_down_writes_are_unavailable_and_nothing_changes() {
     );
     assert_eq!(backend.count("provision"), 0);
 }
+
+/// A pending claim left by a replica that died while provisioning blocks the name only until it
+/// is stale; a fresh one (a registration still provisioning elsewhere) keeps answering 409.
+#[tokio::test]
+async fn a_stale_pending_claim_is_taken_over_and_a_fresh_one_is_not() {
+    let backend = Arc::new(FakeBackend::default());
+    let catalog = Arc::new(MemCatalog::default());
+    let r = replicas(&backend, &catalog, 1);
+    let spec = |name: &str| serde_json::json!({"name": name, "image": "i"});
+    let now = chrono::Utc::now().timestamp_millis();
+    let stale_ms = now - catalog::STALE_PENDING_CLAIM.as_millis() as i64 - 1_000;
+    for (name, claimed_at) in [("stale", stale_ms), ("fresh", now)] {
+        let record = serde_json::json!({"v": 1, "pending": true, "claimedAt": claimed_at});
+        catalog
+            .create(name, bytes::Bytes::from(record.to_string()))
+            .await
+            .unwrap();
+    }
+    // A claim from before claim times were recorded counts as stale.
+    catalog
+        .create(
+            "untimed",
+            bytes::Bytes::from_static(br#"{"v":1,"pending":true}"#),
+        )
+        .await
+        .unwrap();
+
+    r[0].register(request(spec("stale"))).await.unwrap();
+    r[0].register(request(spec("untimed"))).await.unwrap();
+    assert_eq!(backend.count("provision"), 2);
+    let fresh = r[0].register(request(spec("fresh"))).await;
+    assert!(
+        matches!(fresh, Err(RegistryError::AlreadyExists(_))),
+        "{fresh:?}"
+    );
+    assert_eq!(backend.count("provision"), 2);
+    // The taken-over record is the new registration's.
+    let (record, _) = catalog.get("stale").await.unwrap().unwrap();
+    assert!(matches!(
+        catalog::decode(&record),
+        Ok(catalog::Record::Ready(_))
+    ));
+}
