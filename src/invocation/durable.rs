@@ -83,6 +83,9 @@ pub trait DurableBackend: Send + Sync + 'static {
         key: &str,
         execution_id: &str,
     ) -> BoxFuture<'_, Result<Option<String>, DurableError>>;
+    /// Best effort: frees `(function, key)` if it is still claimed for `execution_id`, whose
+    /// enqueue was refused after the claim.
+    fn release_claim(&self, function: &str, key: &str, execution_id: &str) -> BoxFuture<'_, ()>;
     /// Asks the replica holding `execution_id` in memory to apply a runtime callback; `true`
     /// if one did.
     fn route_callback(&self, execution_id: &str, body: Bytes) -> BoxFuture<'_, bool>;
@@ -195,13 +198,21 @@ impl InvocationService {
             cold_start: false,
             init_duration_ms: None,
         };
-        backend
-            .create(&execution_id, &record)
-            .await
-            .map_err(|e| durable_error(e, function))?;
+        // A refused enqueue gives its key back, or a retry with it would get this id, which
+        // never runs.
+        let release = || async {
+            if let Some(key) = &input.idempotency_key {
+                backend.release_claim(function, key, &execution_id).await;
+            }
+        };
+        if let Err(e) = backend.create(&execution_id, &record).await {
+            release().await;
+            return Err(durable_error(e, function));
+        }
         let body = crate::dispatch::runtime_body(&input.input, input.metadata.as_deref());
         if let Err(e) = backend.publish(function, &execution_id, body).await {
             backend.discard(&execution_id).await;
+            release().await;
             if let DurableError::Full(_) = e {
                 registered.meters(&self.metrics).queue_rejected.inc();
             }

@@ -259,6 +259,16 @@ impl DurableBackend for NatsDurable {
         .boxed()
     }
 
+    fn release_claim(&self, function: &str, key: &str, execution_id: &str) -> BoxFuture<'_, ()> {
+        let (function, key, id) = (function.to_owned(), key.to_owned(), execution_id.to_owned());
+        async move {
+            if let Err(e) = self.claims.release_for(&function, &key, &id).await {
+                tracing::warn!(execution_id = %id, error = %e, "releasing a refused enqueue's idempotency claim");
+            }
+        }
+        .boxed()
+    }
+
     fn route_callback(&self, execution_id: &str, body: Bytes) -> BoxFuture<'_, bool> {
         let id = execution_id.to_owned();
         async move {

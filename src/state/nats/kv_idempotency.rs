@@ -109,6 +109,27 @@ impl IdempotencyClaims {
         }
     }
 
+    /// Gives the key up if it still names `execution_id`: the enqueue that claimed it was
+    /// refused (queue full, NATS unavailable), so a retry with the key must start afresh.
+    pub async fn release_for(
+        &self,
+        function: &str,
+        key: &str,
+        execution_id: &str,
+    ) -> Result<(), ClaimError> {
+        let entry = self
+            .kv
+            .entry(claim_key(function, key))
+            .await
+            .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
+        match entry {
+            Some(e) if e.operation == Operation::Put && e.value == execution_id.as_bytes() => {
+                self.release(function, key, e.revision).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn read(&self, kv_key: &str) -> Result<Option<String>, ClaimError> {
         let entry = self
             .kv
