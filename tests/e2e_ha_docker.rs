@@ -296,7 +296,8 @@ async fn a_control_plane_container_killed_mid_load_loses_no_accepted_execution()
     let ids: Vec<String> = accepted.iter().map(|x| x.id.clone()).collect();
 
     // Every accepted execution ends, read through the survivor, with its own output.
-    let done = wait_terminal(&b.api, &ids, Duration::from_secs(90)).await;
+    // Expected within ~8 s: what cp-a held comes back after its ack deadline (timeoutMs + 5 s + 10 %).
+    let done = wait_terminal(&b.api, &ids, Duration::from_secs(60)).await;
     let drained_after_kill = killed_at.elapsed();
     let lost: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
     let dispatched_by_b = metric_sum(&b.management, "function_dispatch_total").await;
@@ -313,8 +314,9 @@ async fn a_control_plane_container_killed_mid_load_loses_no_accepted_execution()
     );
     assert!(
         lost.is_empty(),
-        "{} accepted executions lost: {lost:?}",
-        lost.len()
+        "{} accepted executions lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
     );
     assert_eq!(
         ids.len(),
