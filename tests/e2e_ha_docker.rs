@@ -292,6 +292,15 @@ async fn a_control_plane_container_killed_mid_load_loses_no_accepted_execution()
         refused.is_empty(),
         "the surviving replica refused: {refused:?}"
     );
+    // Mid-load: enqueues went on after the kill, and some of them met the dead replica.
+    assert!(
+        accepted_at_kill < EXECUTIONS,
+        "the load was over before the kill"
+    );
+    assert!(
+        sent_to_b_instead.load(Ordering::Relaxed) > 0,
+        "no request met the dead cp-a"
+    );
     let accepted: Vec<Accepted> = outcomes.into_iter().filter_map(Result::ok).collect();
     let ids: Vec<String> = accepted.iter().map(|x| x.id.clone()).collect();
 
