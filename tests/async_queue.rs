@@ -139,6 +139,49 @@ async fn a_full_queue_is_429_and_leaves_no_execution_behind() {
 }
 
 #[tokio::test]
+async fn an_enqueue_refused_as_queue_full_leaves_its_idempotency_key_free() {
+    let app = TestApp::with_env(&[ASYNC]).await;
+    let stub = Stub::start(&app.base).await;
+    app.pool(
+        "f",
+        &stub.url("/script"),
+        json!({"concurrency": 1, "queueSize": 1}),
+    )
+    .await;
+    let running = enqueue_id(&app, "f", json!({"sleepMs": 300})).await;
+    let waiting = enqueue_id(&app, "f", json!({"sleepMs": 300})).await;
+    let keyed = || {
+        app.client
+            .post(format!("{}/v1/functions/f:enqueue", app.base))
+            .header("Idempotency-Key", "retry-me")
+            .json(&json!({"input": {"retried": true}}))
+            .send()
+    };
+    let r = keyed().await.unwrap();
+    assert_eq!(r.status(), 429);
+    for id in [&running, &waiting] {
+        eventually("the queue drains", || async {
+            status_of(&app, id).await == "success"
+        })
+        .await;
+    }
+    // The client retries with its key once there is room: a new execution that runs, not the
+    // id of the refused one.
+    let r = keyed().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["executionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the retried execution succeeds", || async {
+        status_of(&app, &id).await == "success"
+    })
+    .await;
+    let (_, exec) = app.execution(&id).await;
+    assert_eq!(exec["output"]["input"], json!({"retried": true}));
+}
+
+#[tokio::test]
 async fn concurrency_is_never_exceeded() {
     let app = TestApp::with_env(&[ASYNC]).await;
     let stub = Stub::start(&app.base).await;

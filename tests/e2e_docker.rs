@@ -7,170 +7,14 @@
 //! exactly those. Without Docker or the images the tests fail when `CI=true` and skip otherwise.
 //! Traffic stays on loopback (published ports bound to 127.0.0.1) and the networks made here.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::docker::{E2e, client, cp_image, docker_ok, runtime_image, wait_ready};
 use serde_json::{Value, json};
-
-fn tag() -> String {
-    std::env::var("NANOFAAS_E2E_TAG").unwrap_or_else(|_| "local".to_owned())
-}
-
-fn cp_image() -> String {
-    format!("nanofaas/control-plane:{}", tag())
-}
-
-fn runtime_image() -> String {
-    format!("nanofaas/example-runtime:{}", tag())
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI runs")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// One test's Docker resources, removed on drop.
-struct E2e {
-    id: String,
-    network: String,
-}
-
-impl E2e {
-    /// `None` (skip) when Docker or the images are missing outside CI; a failure in CI.
-    fn setup() -> Option<E2e> {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        let problem = if !Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            Some("no Docker Engine reachable".to_owned())
-        } else {
-            [cp_image(), runtime_image()]
-                .into_iter()
-                .find(|image| !docker(&["image", "inspect", image]).status.success())
-                .map(|image| format!("image {image} missing: run scripts/build-images.sh"))
-        };
-        if let Some(problem) = problem {
-            assert!(!ci, "end-to-end tests need Docker in CI: {problem}");
-            eprintln!("skipping Docker end-to-end test: {problem}");
-            return None;
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let network = format!("nfe2e-{id}");
-        docker_ok(&[
-            "network",
-            "create",
-            "--label",
-            &format!("nanofaas-e2e={id}"),
-            &network,
-        ]);
-        Some(E2e { id, network })
-    }
-
-    fn name(&self, role: &str) -> String {
-        format!("nfe2e-{}-{role}", self.id)
-    }
-
-    /// Starts a container on the test network; returns its name.
-    fn run(&self, role: &str, args: &[&str], image: &str) -> String {
-        let name = self.name(role);
-        let label = format!("nanofaas-e2e={}", self.id);
-        let mut all = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--label",
-            &label,
-            "--network",
-            &self.network,
-        ];
-        all.extend_from_slice(args);
-        all.push(image);
-        docker_ok(&all);
-        name
-    }
-
-    /// The loopback port Docker published for `port` of `container`.
-    fn published(&self, container: &str, port: u16) -> u16 {
-        let out = docker_ok(&["port", container, &format!("{port}/tcp")]);
-        out.lines()
-            .find_map(|l| l.rsplit(':').next().and_then(|p| p.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no published port in {out:?}"))
-    }
-
-    /// Containers the control plane created for this test (label `nanofaas.io/instance`).
-    fn managed(&self, function: &str) -> Vec<String> {
-        let out = docker_ok(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=nanofaas.io/instance={}", self.id),
-            "--filter",
-            &format!("label=nanofaas.io/function={function}"),
-        ]);
-        out.lines().map(str::to_owned).collect()
-    }
-}
-
-impl Drop for E2e {
-    fn drop(&mut self) {
-        for label in [
-            format!("nanofaas-e2e={}", self.id),
-            format!("nanofaas.io/instance={}", self.id),
-        ] {
-            let ids = docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
-            let ids = String::from_utf8_lossy(&ids.stdout).to_string();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids);
-                let _ = docker(&args);
-            }
-        }
-        let _ = docker(&["network", "rm", &self.network]);
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn wait_ready(management: &str) {
-    let c = client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if c.get(format!("{management}/actuator/health/readiness"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("control plane at {management} never became ready");
-}
 
 async fn post(url: String, body: Value) -> (u16, Value) {
     let r = client().post(url).json(&body).send().await.unwrap();
@@ -202,7 +46,9 @@ async fn wait_status(api: &str, id: &str, want: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
-    let Some(e) = E2e::setup() else { return };
+    let Some(e) = E2e::setup(&[cp_image(), runtime_image()]) else {
+        return;
+    };
     let cp_name = e.name("cp");
     let callback = format!("CALLBACK_URL=http://{cp_name}:8080/v1/internal/executions");
     let rt = e.run("rt", &["-e", &callback], &runtime_image());
@@ -443,7 +289,9 @@ async fn control_plane_in_a_container_runs_pool_and_deployment_functions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_on_the_host_runs_deployment_functions_and_cleans_up_on_shutdown() {
-    let Some(e) = E2e::setup() else { return };
+    let Some(e) = E2e::setup(&[cp_image(), runtime_image()]) else {
+        return;
+    };
     let mut cp = Command::new(env!("CARGO_BIN_EXE_nanofaas-control-plane"))
         .env_clear()
         .env("SERVER_PORT", "0")

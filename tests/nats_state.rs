@@ -653,6 +653,15 @@ async fn idempotency_claims_have_one_winner() {
         b.claim("fn", "k2", "exec-e").await.unwrap(),
         Claim::Won { .. }
     ));
+    // Released by execution id (a refused enqueue): only the claim naming that id goes.
+    a.release_for("fn", "k2", "exec-d").await.unwrap();
+    assert_eq!(
+        a.winner("fn", "k2").await.unwrap().as_deref(),
+        Some("exec-e")
+    );
+    a.release_for("fn", "k2", "exec-e").await.unwrap();
+    assert_eq!(a.winner("fn", "k2").await.unwrap(), None);
+    a.release_for("fn", "k2", "exec-e").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! path it is called on, and helpers to read JSON and Prometheus metrics.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod nats;
 
 use std::collections::HashMap;
