@@ -26,10 +26,13 @@ use tokio::time::Instant;
 mod record;
 
 pub use record::DurableRecord;
-use record::{RoutedCallback, RoutedCallbackIn, boxed_raw, callback_step, lost_step, raw_or_null};
+use record::{
+    RoutedCallback, RoutedCallbackIn, boxed_raw, callback_step, lost_step, raw_json, raw_or_null,
+};
 
+pub use super::dead_letters::{DeadLetterEntry, DeadLetterLog};
 use super::{InvocationService, InvokeError};
-use crate::execution::store::{Abort, Liveness};
+use crate::execution::store::{Abort, DeadLetterLookup, Liveness};
 use crate::execution::{Payload, Task};
 use crate::model::{AttemptResult, ErrorInfo, ExecutionState, ExecutionStatus};
 use crate::support::lock;
@@ -48,8 +51,9 @@ pub enum DurableError {
 /// A step of a compare-and-set loop over one record: the new record, or `None` to leave it.
 pub type RecordStep = Box<dyn FnMut(&DurableRecord) -> Option<DurableRecord> + Send>;
 
-/// The backend's execution records and queues (implemented by `state::nats`).
-pub trait DurableBackend: Send + Sync + 'static {
+/// The backend's execution records and queues (implemented by `state::nats`), and its index
+/// of dead letters.
+pub trait DurableBackend: DeadLetterLog + Send + Sync + 'static {
     /// Creates the record of a new execution (create-only).
     fn create(
         &self,
@@ -194,6 +198,7 @@ impl InvocationService {
             error: None,
             cold_start: false,
             init_duration_ms: None,
+            request: None,
         };
         backend
             .create(&execution_id, &record)
@@ -354,8 +359,19 @@ impl InvocationService {
                 "EXECUTION_FAILED",
                 "The replica running the last attempt was lost",
             );
-            let _ = backend.transition(&execution_id, lost_step(error)).await;
-            registered.meters(&self.metrics).error.inc();
+            // A dead letter: indexed first, so that it is listed whatever happens next.
+            if backend
+                .index_dead_letter(&function, &execution_id, ExecutionState::Error)
+                .await
+                .is_err()
+            {
+                ack.nak(RETRY_DELIVERY).await;
+                return;
+            }
+            let step = lost_step(error, raw_json(&body));
+            if let Ok(Some(r)) = backend.transition(&execution_id, step).await {
+                self.count_lost(&registered, &r);
+            }
             ack.ack().await;
             return;
         }
@@ -426,17 +442,27 @@ impl InvocationService {
         }
     }
 
-    /// A held execution moved to its next attempt (a retry, run on this replica).
-    pub(super) fn durable_retry(self: &Arc<Self>, task: &Task) {
+    /// A held execution moved to its next attempt. Without a backoff delay the retry runs on
+    /// this replica (`false`: the caller schedules it). With one (issue 11) it goes back to the
+    /// backend's queue (`true`): this replica lets go of it, the record says QUEUED with the next
+    /// attempt, and the delivery is nak'd with the delay, so any replica runs it once the delay
+    /// is over, and it holds no slot (and its place in the stream's capacity) meanwhile.
+    pub(super) fn durable_retry(self: &Arc<Self>, task: &Task, delay: Duration) -> bool {
         let Some(backend) = self.durable.get().cloned() else {
-            return;
+            return false;
         };
         let Some(ack) = self.held.get(&task.execution_id) else {
-            return;
+            return false;
         };
+        let requeue = !delay.is_zero();
+        if requeue {
+            self.held.take(&task.execution_id);
+            self.store.remove(&task.execution_id);
+        }
         let id = task.execution_id.clone();
         let attempt = task.attempt;
         self.tracker.spawn(async move {
+            // Written before the nak, so the redelivery reads the attempt it is to run.
             let _ = backend
                 .transition(
                     &id,
@@ -451,8 +477,13 @@ impl InvocationService {
                     }),
                 )
                 .await;
-            ack.in_progress().await;
+            if requeue {
+                ack.nak(delay).await;
+            } else {
+                ack.in_progress().await;
+            }
         });
+        requeue
     }
 
     /// A held execution became terminal here: write the result (unless the record already has
@@ -477,13 +508,34 @@ impl InvocationService {
             return;
         };
         let attempt = self.store.attempt(execution_id).unwrap_or(1);
+        // An async failure's request is kept in the record as its dead letter (issue 11).
+        let dead_letter = match self.store.dead_letter(execution_id) {
+            DeadLetterLookup::Found { function, payload } => {
+                Some((function, raw_json(&payload.body)))
+            }
+            _ => None,
+        };
         let id = execution_id.to_owned();
         self.tracker.spawn(async move {
+            // Indexed before the record is written (see `index_dead_letter`); if that fails,
+            // nothing is written and the redelivery tries again.
+            if let Some((function, _)) = &dead_letter
+                && backend
+                    .index_dead_letter(function.name(), &id, status.status)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let request = dead_letter.as_ref().and_then(|(_, r)| r.clone());
             let written = backend
                 .transition(
                     &id,
                     Box::new(move |r: &DurableRecord| {
-                        (!r.state.is_terminal()).then(|| r.finished_as(&status, attempt))
+                        (!r.state.is_terminal()).then(|| DurableRecord {
+                            request: request.clone(),
+                            ..r.finished_as(&status, attempt)
+                        })
                     }),
                 )
                 .await;

@@ -26,6 +26,7 @@ fn succeed(store: &ExecutionStore, id: &str) {
         result: AttemptResult::Success(Some(json_string("out"))),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(effect.kind, EffectKind::Finalized(_)));
 }
@@ -97,6 +98,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Success(None),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(stale.kind, EffectKind::Stale));
     let retry = store.complete(Completion {
@@ -105,6 +107,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Failure(ErrorInfo::new("E", "m")),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(retry.kind, EffectKind::Retry(ref t) if t.attempt == 2));
     // The first attempt's task no longer dispatches.
@@ -118,6 +121,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Success(None),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(missing.kind, EffectKind::Missing));
 }
@@ -145,6 +149,7 @@ fn succeed_with(store: &ExecutionStore, id: &str, output_len: usize) {
         result: AttemptResult::Success(Some(json_string(&"o".repeat(output_len)))),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(effect.kind, EffectKind::Finalized(_)));
 }
@@ -254,6 +259,7 @@ async fn past_the_caller_deadline_no_attempt_starts_and_no_retry_is_scheduled() 
         result: AttemptResult::Failure(ErrorInfo::new("POOL_TIMEOUT", "t")),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(
         failed.kind,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::callbacks::{CompletionHandler, CompletionRequest, CompletionRoute, RouteOutcome};
+use super::dead_letters::DeadLetterIndex;
 use super::kv_executions::{ExecutionRecords, Transition};
 use super::kv_idempotency::{CLAIM_TTL, Claim, IdempotencyClaims};
 use super::queue::{
@@ -24,8 +25,10 @@ use super::queue::{
 use super::{NatsConnection, Placement};
 use crate::invocation::InvocationService;
 use crate::invocation::durable::{
-    DeliveryAck, DurableBackend, DurableDelivery, DurableError, DurableRecord, RecordStep,
+    DeadLetterEntry, DeadLetterLog, DeliveryAck, DurableBackend, DurableDelivery, DurableError,
+    DurableRecord, RecordStep,
 };
+use crate::model::ExecutionState;
 use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction};
 
 /// How long a replica that does not hold an execution waits for the holder to answer a routed
@@ -42,6 +45,16 @@ pub struct NatsDurable {
     route: CompletionRoute,
     registry: Arc<FunctionRegistry>,
     max_payload_bytes: i32,
+    dead_letters: DeadLetterIndex,
+}
+
+/// The store-wide bounds the shared records follow: their TTL, the largest request, and how
+/// many dead letters a function's index keeps (the execution store's entry cap).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub execution_ttl: Duration,
+    pub max_payload_bytes: usize,
+    pub max_dead_letters: usize,
 }
 
 /// Opens the buckets, installs the backend in `service`, serves routed callbacks and starts a
@@ -49,15 +62,14 @@ pub struct NatsDurable {
 pub async fn start(
     conn: &NatsConnection,
     placement: Placement,
-    execution_ttl: Duration,
-    max_payload_bytes: usize,
+    bounds: Bounds,
     registry: Arc<FunctionRegistry>,
     service: Arc<InvocationService>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let durable = Arc::new(NatsDurable {
         client: conn.client.clone(),
-        records: ExecutionRecords::open(conn, execution_ttl, placement).await?,
+        records: ExecutionRecords::open(conn, bounds.execution_ttl, placement).await?,
         queue: InvocationQueue::new(conn, placement),
         claims: IdempotencyClaims::open(conn, CLAIM_TTL, placement).await?,
         route: CompletionRoute::new(conn),
@@ -65,9 +77,17 @@ pub async fn start(
         // The broker refuses messages above its own `max_payload` (1 MiB by default) whatever
         // the stream says; the smaller bound is the real one.
         max_payload_bytes: i32::try_from(
-            max_payload_bytes.min(conn.client.server_info().max_payload),
+            bounds
+                .max_payload_bytes
+                .min(conn.client.server_info().max_payload),
         )
         .unwrap_or(i32::MAX),
+        dead_letters: DeadLetterIndex::new(
+            conn,
+            placement,
+            bounds.execution_ttl,
+            bounds.max_dead_letters,
+        ),
     });
     durable
         .route
@@ -112,17 +132,28 @@ impl NatsDurable {
     }
 
     /// The function is being removed: its queued executions end with FUNCTION_REMOVED, as
-    /// the memory queue ends its own (their messages go with the stream).
+    /// the memory queue ends its own, each a dead letter with its message's body.
     async fn end_queued(&self, function: &str) {
-        let ids = match self.queue.stored_ids(function).await {
-            Ok(ids) => ids,
+        let stored = match self.queue.stored(function).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(function, error = %e, "listing queued executions failed");
                 return;
             }
         };
-        for id in ids {
-            let step = |bytes: &Bytes| decode(bytes).and_then(|r| r.removed()).map(|r| encode(&r));
+        for (id, body) in stored {
+            if self
+                .index_dead_letter(function, &id, ExecutionState::Error)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let step = |bytes: &Bytes| {
+                decode(bytes)
+                    .and_then(|r| r.removed(&body))
+                    .map(|r| encode(&r))
+            };
             if let Err(e) = self.records.transition(&id, step).await {
                 tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed");
             }
@@ -266,6 +297,63 @@ impl DurableBackend for NatsDurable {
                 self.route.request(&id, body, ROUTE_TIMEOUT).await,
                 Ok(RouteOutcome::Applied(_))
             )
+        }
+        .boxed()
+    }
+}
+
+impl DeadLetterLog for NatsDurable {
+    fn index_dead_letter(
+        &self,
+        function: &str,
+        execution_id: &str,
+        state: ExecutionState,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let (function, id) = (function.to_owned(), execution_id.to_owned());
+        async move {
+            let state = if state == ExecutionState::Timeout {
+                "timeout"
+            } else {
+                "error"
+            };
+            self.dead_letters
+                .add(&function, &id, state)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(execution_id = %id, error = %e, "indexing a dead letter failed");
+                    unavailable(e)
+                })
+        }
+        .boxed()
+    }
+
+    fn dead_letter_entries(
+        &self,
+        function: &str,
+        before: Option<u64>,
+        max: usize,
+    ) -> BoxFuture<'_, Result<(Vec<DeadLetterEntry>, bool), DurableError>> {
+        let function = function.to_owned();
+        async move {
+            self.connected()?;
+            let (entries, exhausted) = self
+                .dead_letters
+                .older_than(&function, before, max)
+                .await
+                .map_err(unavailable)?;
+            let entries = entries
+                .into_iter()
+                .map(|e| DeadLetterEntry {
+                    sequence: e.sequence,
+                    execution_id: e.execution_id,
+                    state: match e.state.as_str() {
+                        "error" => Some(ExecutionState::Error),
+                        "timeout" => Some(ExecutionState::Timeout),
+                        _ => None,
+                    },
+                })
+                .collect();
+            Ok((entries, exhausted))
         }
         .boxed()
     }

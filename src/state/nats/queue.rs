@@ -282,10 +282,10 @@ impl InvocationQueue {
         }
     }
 
-    /// The execution ids still stored in the function's queue (waiting, or delivered and not
-    /// acked), oldest first. Reads at most the stream's sequence range, which the capacity
-    /// bounds for a live queue; stops once every stored message was found.
-    pub async fn stored_ids(&self, function: &str) -> Result<Vec<String>, QueueError> {
+    /// The execution ids and payloads still stored in the function's queue (waiting, or
+    /// delivered and not acked), oldest first. Reads at most the stream's sequence range, which
+    /// the capacity bounds for a live queue; stops once every stored message was found.
+    pub async fn stored(&self, function: &str) -> Result<Vec<(String, Bytes)>, QueueError> {
         const MAX_SCAN: u64 = 100_000;
         let mut stream = self.stream(function).await?;
         let state = stream
@@ -309,7 +309,7 @@ impl InvocationQueue {
             if let Ok(message) = stream.get_raw_message(sequence).await
                 && let Some(id) = message.headers.get(MSG_ID_HEADER)
             {
-                ids.push(id.as_str().to_owned());
+                ids.push((id.as_str().to_owned(), message.payload));
             }
         }
         Ok(ids)
