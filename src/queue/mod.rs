@@ -562,3 +562,6 @@ impl MetricsSection for QueueManager {
         w.gauge("sync_queue_depth", "", [([], sync_depth as f64)]);
     }
 }
+
+#[cfg(test)]
+mod tests;
