@@ -26,7 +26,12 @@ impl TaskSink for Started {
 
 impl Started {
     fn ids(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(id, _)| id.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -121,7 +126,10 @@ async fn delayed_retries_hold_a_place_of_queue_size() {
     assert_eq!(queue.load("f"), (0, 1));
     // A caller that stops waiting takes its retry out, and its timer with it.
     assert!(queue.cancel("f", "r1", false));
-    assert!(!queue.cancel("f", "r2", true), "a queue-wait expiry leaves retries alone");
+    assert!(
+        !queue.cancel("f", "r2", true),
+        "a queue-wait expiry leaves retries alone"
+    );
     queue.enqueue(task(&t, "new")).unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     settle().await;

@@ -327,8 +327,14 @@ async fn async_failures_keep_their_request_as_dead_letters_until_evicted() {
         store.dead_letter("a1"),
         DeadLetterLookup::Found { ref payload, .. } if payload.input.get() == "\"in\""
     ));
-    assert!(matches!(store.dead_letter("s1"), DeadLetterLookup::NotDeadLetter));
-    assert!(matches!(store.dead_letter("ok"), DeadLetterLookup::NotDeadLetter));
+    assert!(matches!(
+        store.dead_letter("s1"),
+        DeadLetterLookup::NotDeadLetter
+    ));
+    assert!(matches!(
+        store.dead_letter("ok"),
+        DeadLetterLookup::NotDeadLetter
+    ));
     assert!(matches!(store.dead_letter("no"), DeadLetterLookup::Missing));
     assert_eq!(dead_letter_ids(&store, None), ["a1"]);
     assert_eq!(dead_letter_ids(&store, Some(ExecutionState::Error)), ["a1"]);
@@ -344,7 +350,10 @@ async fn async_failures_keep_their_request_as_dead_letters_until_evicted() {
     // `cleanup-ttl` releases outputs, not a dead letter's request; `ttl` ends it.
     tokio::time::advance(Duration::from_secs(121)).await;
     store.evict_expired();
-    assert!(matches!(store.dead_letter("a1"), DeadLetterLookup::Found { .. }));
+    assert!(matches!(
+        store.dead_letter("a1"),
+        DeadLetterLookup::Found { .. }
+    ));
     assert_eq!(store.held_bytes(), async_only);
     tokio::time::advance(Duration::from_secs(180)).await;
     assert_eq!(store.evict_expired(), 1);
@@ -357,7 +366,9 @@ fn at_the_cap_the_oldest_dead_letters_go_first_and_leave_the_index() {
     let store = ExecutionStore::new(config(3));
     for id in ["d1", "d2", "d3"] {
         store.insert(task(id)).unwrap();
-        store.abort(id, Abort::Error(ErrorInfo::new("E", "e"))).unwrap();
+        store
+            .abort(id, Abort::Error(ErrorInfo::new("E", "e")))
+            .unwrap();
     }
     assert_eq!(dead_letter_ids(&store, None), ["d3", "d2", "d1"]);
     store.insert(task("d4")).unwrap();
@@ -417,5 +428,8 @@ async fn a_retry_whose_delay_passes_the_caller_deadline_ends_as_timeout() {
             ..
         })
     ));
-    assert_eq!(store.status("late").unwrap().status, ExecutionState::Timeout);
+    assert_eq!(
+        store.status("late").unwrap().status,
+        ExecutionState::Timeout
+    );
 }
