@@ -82,7 +82,12 @@ async fn dead_letters_are_listed_newest_first_page_by_page() {
     wait_for(&app, &ok, "success").await;
     let sync = app.invoke("f", json!({"input": "sync"})).await;
     assert_eq!(sync.status(), 200);
-    assert!(list(&app, "g", "").await.1["items"].as_array().unwrap().is_empty());
+    assert!(
+        list(&app, "g", "").await.1["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     let newest_first: Vec<String> = dead.iter().rev().cloned().collect();
     let (status, all) = list(&app, "f", "").await;
@@ -193,7 +198,7 @@ async fn a_redrive_runs_the_same_input_again_as_a_new_execution() {
     );
     // The dead letter is still there (and can be re-driven again).
     assert_eq!(status_of(&app, &dead).await, "error");
-    assert_eq!(ids(&list(&app, "f", "").await.1), [dead.clone()]);
+    assert_eq!(ids(&list(&app, "f", "").await.1), vec![dead.clone()]);
     assert_eq!(redrive(&app, &dead).await.0, 202);
     app.assert_metrics("f", &[("function_redrive_total", 2.0)])
         .await;
@@ -220,7 +225,10 @@ async fn only_dead_letters_can_be_re_driven() {
         assert_eq!(status, 409, "{id}");
         assert_eq!(body["error"], "CONFLICT");
         assert!(
-            body["message"].as_str().unwrap().contains("not a dead letter"),
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a dead letter"),
             "{body}"
         );
     }

@@ -97,7 +97,8 @@ impl Cp {
     }
 
     async fn register_pool(&self, name: &str, url: &str, extra: Value) {
-        let mut spec = json!({"name": name, "image": "img", "executionMode": "POOL", "endpointUrl": url});
+        let mut spec =
+            json!({"name": name, "image": "img", "executionMode": "POOL", "endpointUrl": url});
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
@@ -123,7 +124,10 @@ impl Cp {
             if body["status"] == status {
                 return;
             }
-            assert!(Instant::now() < deadline, "{id} never became {status}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "{id} never became {status}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -132,7 +136,10 @@ impl Cp {
     async fn wait_for_function(&self, name: &str, url: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.get(&format!("/v1/functions/{name}")).await.1["endpointUrl"] != url {
-            assert!(Instant::now() < deadline, "{name} never reached this replica");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached this replica"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -208,7 +215,9 @@ async fn dead_letters_survive_a_restart_and_are_re_driven_from_another_replica()
     );
     b.register_pool("f", &fixed, json!({})).await;
     a.wait_for_function("f", &fixed).await;
-    let (status, answer) = b.post(&format!("/v1/executions/{}:redrive", dead[0]), None).await;
+    let (status, answer) = b
+        .post(&format!("/v1/executions/{}:redrive", dead[0]), None)
+        .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "queued");
     let new = answer["executionId"].as_str().unwrap().to_owned();
@@ -226,7 +235,12 @@ async fn dead_letters_survive_a_restart_and_are_re_driven_from_another_replica()
         .collect();
     assert_eq!(sent, [json!({"input": {"n": 0}, "metadata": null})]);
     // Not a dead letter: 409 from either replica; an unknown id: 404.
-    assert_eq!(a.post(&format!("/v1/executions/{new}:redrive"), None).await.0, 409);
+    assert_eq!(
+        a.post(&format!("/v1/executions/{new}:redrive"), None)
+            .await
+            .0,
+        409
+    );
     assert_eq!(b.post("/v1/executions/nope:redrive", None).await.0, 404);
 }
 

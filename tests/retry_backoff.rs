@@ -108,13 +108,13 @@ async fn backoff_delays_measured_on_paused_time() {
         }
     }
     // Full jitter: the delays spread over [0, cap], not one fixed value.
-    for k in 0..4 {
+    for (k, cap) in caps.into_iter().enumerate() {
         let of_k: Vec<Duration> = all
             .iter()
             .filter(|(i, _)| *i == k)
             .map(|(_, g)| *g)
             .collect();
-        let (low, high) = (caps[k] / 3, caps[k] * 2 / 3);
+        let (low, high) = (cap / 3, cap * 2 / 3);
         assert!(of_k.iter().any(|g| *g < low), "gap {}: {of_k:?}", k + 1);
         assert!(of_k.iter().any(|g| *g > high), "gap {}: {of_k:?}", k + 1);
     }
