@@ -438,7 +438,9 @@ fn retry_backoff_is_off_by_default_and_validated_when_set() {
         .retry;
     assert_eq!(long.backoff_max, Duration::from_secs(60));
     assert_eq!(
-        config(&[("NANOFAAS_RETRY_BACKOFF_INITIAL", "0")]).unwrap().retry,
+        config(&[("NANOFAAS_RETRY_BACKOFF_INITIAL", "0")])
+            .unwrap()
+            .retry,
         RetryConfig::default()
     );
     for (pairs, variable) in [

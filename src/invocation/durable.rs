@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 mod record;
+mod retry;
 
 pub use record::DurableRecord;
 use record::{
@@ -66,6 +67,16 @@ pub trait DurableBackend: DeadLetterLog + Send + Sync + 'static {
         function: &str,
         execution_id: &str,
         body: Bytes,
+    ) -> BoxFuture<'_, Result<(), DurableError>>;
+    /// Stores the next `attempt` of a held execution, to be delivered again (to any replica)
+    /// after `delay`, without holding a place of the function's concurrency meanwhile.
+    fn requeue(
+        &self,
+        function: &str,
+        execution_id: &str,
+        attempt: u32,
+        body: Bytes,
+        delay: Duration,
     ) -> BoxFuture<'_, Result<(), DurableError>>;
     /// Best effort: forgets the record of an execution whose enqueue was refused.
     fn discard(&self, execution_id: &str) -> BoxFuture<'_, ()>;
@@ -440,50 +451,6 @@ impl InvocationService {
             // Unreachable now: the attempt runs; its end is written when the backend is back.
             _ => true,
         }
-    }
-
-    /// A held execution moved to its next attempt. Without a backoff delay the retry runs on
-    /// this replica (`false`: the caller schedules it). With one (issue 11) it goes back to the
-    /// backend's queue (`true`): this replica lets go of it, the record says QUEUED with the next
-    /// attempt, and the delivery is nak'd with the delay, so any replica runs it once the delay
-    /// is over, and it holds no slot (and its place in the stream's capacity) meanwhile.
-    pub(super) fn durable_retry(self: &Arc<Self>, task: &Task, delay: Duration) -> bool {
-        let Some(backend) = self.durable.get().cloned() else {
-            return false;
-        };
-        let Some(ack) = self.held.get(&task.execution_id) else {
-            return false;
-        };
-        let requeue = !delay.is_zero();
-        if requeue {
-            self.held.take(&task.execution_id);
-            self.store.remove(&task.execution_id);
-        }
-        let id = task.execution_id.clone();
-        let attempt = task.attempt;
-        self.tracker.spawn(async move {
-            // Written before the nak, so the redelivery reads the attempt it is to run.
-            let _ = backend
-                .transition(
-                    &id,
-                    Box::new(move |r: &DurableRecord| {
-                        (!r.state.is_terminal() && r.attempt < attempt).then(|| DurableRecord {
-                            state: ExecutionState::Queued,
-                            attempt,
-                            idempotency_key: None,
-                            started_at: None,
-                            ..r.clone()
-                        })
-                    }),
-                )
-                .await;
-            if requeue {
-                ack.nak(delay).await;
-            } else {
-                ack.in_progress().await;
-            }
-        });
-        requeue
     }
 
     /// A held execution became terminal here: write the result (unless the record already has

@@ -226,6 +226,29 @@ impl DurableBackend for NatsDurable {
         .boxed()
     }
 
+    fn requeue(
+        &self,
+        function: &str,
+        execution_id: &str,
+        attempt: u32,
+        body: Bytes,
+        delay: Duration,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let (function, id) = (function.to_owned(), execution_id.to_owned());
+        async move {
+            match self
+                .queue
+                .publish_retry(&function, &id, attempt, body, delay)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(PublishError::QueueFull(_)) => Err(DurableError::Full(function)),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn discard(&self, execution_id: &str) -> BoxFuture<'_, ()> {
         let id = execution_id.to_owned();
         async move {
@@ -464,7 +487,12 @@ async fn run_lifecycle(
                     };
                     tracker.spawn(async move { service.accept_delivery(delivery).await });
                 };
-                // The loop ends with its token (removal, re-registration, shutdown).
+                // The loops end with their token (removal, re-registration, shutdown).
+                drop(
+                    durable
+                        .queue
+                        .spawn_retry_mover(function.name(), token.clone()),
+                );
                 drop(
                     durable
                         .queue

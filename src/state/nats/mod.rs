@@ -12,6 +12,7 @@ pub mod callbacks;
 pub mod catalog;
 pub mod connect;
 pub mod dead_letters;
+pub mod delayed;
 pub mod durable;
 pub mod kv_executions;
 pub mod kv_functions;

@@ -87,6 +87,11 @@ impl Names {
         format!("{}.deadletter.{}", self.prefix, encode_token(function))
     }
 
+    /// The subject a function's delayed retries wait on, in its invocation stream.
+    pub fn retry_subject(&self, function: &str) -> String {
+        format!("{}.retry.{}", self.prefix, encode_token(function))
+    }
+
     /// Core-NATS request subject for `:complete` callbacks that reached a non-holder.
     pub fn complete_subject(&self) -> String {
         format!("{}.complete", self.prefix)
