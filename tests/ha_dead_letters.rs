@@ -1,7 +1,7 @@
 //! Dead letters and retry backoff on the NATS backend (issue 11) with real control-plane
 //! processes on a real `nats-server` (tests/common/nats.rs): a dead letter survives a SIGKILL of
 //! the replica that recorded it, is listed the same from every replica, and is re-driven from
-//! another one; a delayed retry goes back to JetStream as a nak with the backoff delay.
+//! another one; a delayed retry waits in JetStream, holding no place of the concurrency.
 
 mod common;
 
@@ -245,7 +245,7 @@ async fn dead_letters_survive_a_restart_and_are_re_driven_from_another_replica()
 }
 
 #[tokio::test]
-async fn on_nats_a_delayed_retry_is_a_nak_with_the_delay() {
+async fn on_nats_a_delayed_retry_waits_in_jetstream_without_holding_the_concurrency() {
     let nats = NatsServer::start().await;
     let backoff = [
         ("NANOFAAS_RETRY_BACKOFF_INITIAL", "1ms"),
@@ -254,27 +254,41 @@ async fn on_nats_a_delayed_retry_is_a_nak_with_the_delay() {
     let a = Cp::start(&nats, "a", &backoff).await;
     let b = Cp::start(&nats, "b", &backoff).await;
     let stub = Stub::start("http://127.0.0.1:1").await;
-    let url = stub.url("/unavailable-once/2");
-    a.register_pool("f", &url, json!({})).await;
+    let url = stub.url("/script");
+    // Concurrency 1 cluster-wide.
+    a.register_pool("f", &url, json!({"concurrency": 1})).await;
     b.wait_for_function("f", &url).await;
-    let id = a.enqueue("f", json!("later")).await;
-    b.wait_for(&id, "success").await;
-    let attempts: Vec<_> = stub
+    let first = a.enqueue("f", json!({"retryAfterFirst": 2})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stub.requests().is_empty() {
+        assert!(Instant::now() < deadline, "attempt 1 never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // While the first waits out the 2 s the runtime asked for, the second runs.
+    let second = b.enqueue("f", json!({"n": 2})).await;
+    a.wait_for(&second, "success").await;
+    b.wait_for(&first, "success").await;
+    let log: Vec<(String, String)> = stub
         .requests()
         .into_iter()
-        .filter(|r| r.header("X-Execution-Id") == id)
+        .map(|r| {
+            (
+                r.header("X-Execution-Id").to_owned(),
+                r.header("X-Dispatch-Attempt").to_owned(),
+            )
+        })
         .collect();
-    let numbers: Vec<&str> = attempts
-        .iter()
-        .map(|r| r.header("X-Dispatch-Attempt"))
-        .collect();
-    assert_eq!(numbers, ["1", "2"]);
-    // The runtime asked for 2 s (Retry-After), the jitter is at most 1 ms.
-    let gap = attempts[1].at - attempts[0].at;
-    assert!(gap >= Duration::from_secs(2), "{gap:?}");
-    assert_eq!(attempts[1].body["input"], "later");
+    let pair = |id: &str, attempt: &str| (id.to_owned(), attempt.to_owned());
     assert_eq!(
-        a.get(&format!("/v1/executions/{id}")).await.1["output"]["attempt"],
+        log,
+        [pair(&first, "1"), pair(&second, "1"), pair(&first, "2")]
+    );
+    let requests = stub.requests();
+    let gap = requests[2].at - requests[0].at;
+    assert!(gap >= Duration::from_secs(2), "{gap:?}");
+    assert_eq!(requests[2].body["input"], json!({"retryAfterFirst": 2}));
+    assert_eq!(
+        a.get(&format!("/v1/executions/{first}")).await.1["output"]["attempt"],
         "2"
     );
 }
