@@ -491,7 +491,10 @@ async fn a_delayed_retry_keeps_its_place_in_the_stream_but_not_in_max_ack_pendin
         .unwrap()
         .unwrap();
     let waited = stored_at.elapsed();
-    assert_eq!((retried.execution_id.as_str(), &retried.payload[..]), ("x1", &b"body"[..]));
+    assert_eq!(
+        (retried.execution_id.as_str(), &retried.payload[..]),
+        ("x1", &b"body"[..])
+    );
     assert!(waited >= delay - Duration::from_millis(50), "{waited:?}");
     println!("MEASURE delayed retry of {delay:?} delivered after {waited:?}");
     retried.ack().await.unwrap();
