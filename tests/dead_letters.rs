@@ -167,14 +167,14 @@ async fn bad_listing_parameters_are_400_and_unknown_functions_404() {
 async fn a_redrive_runs_the_same_input_again_as_a_new_execution() {
     let app = app().await;
     let stub = Stub::start(&app.base).await;
-    app.pool("f", &stub.url("/fail"), json!({"maxRetries": 1}))
+    app.pool("f", &stub.url("/switch"), json!({"maxRetries": 1}))
         .await;
     let body = json!({"input": {"order": 42}, "metadata": {"tenant": "t1"}});
     let dead = enqueue_id(&app, "f", body).await;
     wait_for(&app, &dead, "error").await;
-    // The runtime is fixed (the function registered again, now answering), then re-driven.
-    assert_eq!(app.delete_function("f").await.status(), 204);
-    app.pool("f", &stub.url("/reply"), json!({})).await;
+    // The runtime is fixed, then the dead letter re-driven.
+    stub.failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let (status, answer) = redrive(&app, &dead).await;
     assert_eq!(status, 202);
     assert_eq!(answer["status"], "queued");
@@ -277,4 +277,36 @@ async fn without_the_async_queue_the_listing_is_empty_and_nothing_is_kept() {
     let scrape = app.scrape().await;
     assert!(!scrape.contains("function_dead_letter_total"));
     assert!(!scrape.contains("function_redrive_total"));
+}
+
+/// Memory backend (the NATS one ends a removed function's queued executions asynchronously, in
+/// its lifecycle task): what a removal ended is re-driven once the function is back.
+#[tokio::test]
+async fn a_function_registered_again_re_drives_what_its_removal_ended() {
+    let app = TestApp::with_env(&[
+        ("NANOFAAS_STATE_BACKEND", "memory"),
+        ("NANOFAAS_ASYNC_QUEUE_ENABLED", "true"),
+    ])
+    .await;
+    let stub = Stub::start(&app.base).await;
+    app.pool("f", &stub.url("/slow/2000"), json!({"concurrency": 1}))
+        .await;
+    let _running = enqueue_id(&app, "f", json!({"input": "first"})).await;
+    let queued = enqueue_id(&app, "f", json!({"input": "second"})).await;
+    assert_eq!(app.delete_function("f").await.status(), 204);
+    let (_, removed) = app.execution(&queued).await;
+    assert_eq!(removed["error"]["code"], "FUNCTION_REMOVED");
+    // Gone with its function: 404 for the listing and for the redrive.
+    assert_eq!(list(&app, "f", "").await.0, 404);
+    assert_eq!(redrive(&app, &queued).await.0, 404);
+    app.pool("f", &stub.url("/reply"), json!({})).await;
+    assert_eq!(ids(&list(&app, "f", "").await.1), vec![queued.clone()]);
+    let (status, answer) = redrive(&app, &queued).await;
+    assert_eq!(status, 202);
+    let new = answer["executionId"].as_str().unwrap().to_owned();
+    wait_for(&app, &new, "success").await;
+    assert_eq!(
+        app.execution(&new).await.1["output"],
+        json!({"echo": "second"})
+    );
 }

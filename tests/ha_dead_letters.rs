@@ -178,7 +178,7 @@ async fn dead_letters_survive_a_restart_and_are_re_driven_from_another_replica()
     let mut a = Cp::start(&nats, "a", &[]).await;
     let b = Cp::start(&nats, "b", &[]).await;
     let stub = Stub::start("http://127.0.0.1:1").await;
-    let failing = stub.url("/fail");
+    let failing = stub.url("/switch");
     // One attempt each, one at a time cluster-wide: they become dead letters in order.
     a.register_pool("f", &failing, json!({"maxRetries": 1, "concurrency": 1}))
         .await;
@@ -201,20 +201,10 @@ async fn dead_letters_survive_a_restart_and_are_re_driven_from_another_replica()
     let (status, timeouts) = a.get("/v1/functions/f/executions?status=timeout").await;
     assert_eq!((status, timeouts["items"].clone()), (200, json!([])));
 
-    // The runtime is fixed (registered again, through b), and the oldest dead letter is
-    // re-driven through b: a new execution, the same input, run by whichever replica pulls it.
-    let fixed = stub.url("/reply");
-    assert_eq!(
-        b.client
-            .delete(format!("{}/v1/functions/f", b.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    b.register_pool("f", &fixed, json!({})).await;
-    a.wait_for_function("f", &fixed).await;
+    // The runtime is fixed, and the oldest dead letter is re-driven through b: a new execution,
+    // the same input, run by whichever replica pulls it.
+    stub.failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let (status, answer) = b
         .post(&format!("/v1/executions/{}:redrive", dead[0]), None)
         .await;

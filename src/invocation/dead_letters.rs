@@ -132,12 +132,12 @@ impl InvocationService {
         }
     }
 
-    /// A delivery whose replica was lost once too often ended as `record`: counted as an
-    /// error, and as a dead letter when it is one.
-    pub(super) fn count_lost(&self, function: &RegisteredFunction, record: &DurableRecord) {
+    /// A delivery whose replica was lost once too often ended (as `record`, when written):
+    /// counted as an error, and as a dead letter when it is one.
+    pub(super) fn count_lost(&self, function: &RegisteredFunction, record: Option<&DurableRecord>) {
         let meters = function.meters(&self.metrics);
         meters.error.inc();
-        if record.is_dead_letter() {
+        if record.is_some_and(DurableRecord::is_dead_letter) {
             meters.dead_letter.inc();
         }
     }

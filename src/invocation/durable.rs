@@ -380,9 +380,8 @@ impl InvocationService {
                 return;
             }
             let step = lost_step(error, raw_json(&body));
-            if let Ok(Some(r)) = backend.transition(&execution_id, step).await {
-                self.count_lost(&registered, &r);
-            }
+            let ended = backend.transition(&execution_id, step).await;
+            self.count_lost(&registered, ended.ok().flatten().as_ref());
             ack.ack().await;
             return;
         }

@@ -355,7 +355,8 @@ impl Received {
 /// `/reply`, `/text`, `/empty`, `/null`, `/badjson`, `/fail`, `/cold`, `/slow/<ms>`, `/hang`,
 /// `/callback-first`, `/callback-twice`, `/late-callback/<ms>`, `/flaky` (fails attempt 1), `/observe/<ms>`,
 /// `/callback-only-error` (callback error, then 200), `/unavailable/<s>` (503 with
-/// `Retry-After: <s>`), `/unavailable-once/<s>` (that on attempt 1 only, then 200).
+/// `Retry-After: <s>`), `/unavailable-once/<s>` (that on attempt 1 only, then 200), `/switch`
+/// (500 while [`Stub::failing`], then as `/reply`).
 #[derive(Clone)]
 pub struct Stub {
     pub addr: SocketAddr,
@@ -367,6 +368,8 @@ pub struct Stub {
     pub in_flight: Arc<Mutex<(u32, u32)>>,
     /// `/observe/<ms>`: (execution id, attempt, the execution's stored status when it arrived).
     pub observed: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// `/switch` fails (500) while this is set, then echoes like `/reply`.
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -377,6 +380,7 @@ struct StubState {
     callback_statuses: Arc<Mutex<Vec<u16>>>,
     in_flight: Arc<Mutex<(u32, u32)>>,
     observed: Arc<Mutex<Vec<(String, String, String)>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
     client: reqwest::Client,
 }
 
@@ -387,7 +391,9 @@ impl Stub {
         let callback_statuses = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(Mutex::new((0, 0)));
         let observed = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let state = StubState {
+            failing: failing.clone(),
             observed: observed.clone(),
             in_flight: in_flight.clone(),
             cp: cp_base.to_owned(),
@@ -412,6 +418,7 @@ impl Stub {
             callback_statuses,
             in_flight,
             observed,
+            failing,
         }
     }
 
@@ -482,6 +489,10 @@ async fn stub_handler(
         "badjson" => ([("content-type", "application/json")], "{not json").into_response(),
         "fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "fail-empty" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "switch" if st.failing.load(std::sync::atomic::Ordering::SeqCst) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "switched off").into_response()
+        }
+        "switch" => axum::Json(json!({"echo": input})).into_response(),
         "unavailable" => (
             StatusCode::SERVICE_UNAVAILABLE,
             [("Retry-After", arg.to_string())],

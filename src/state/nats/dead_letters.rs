@@ -9,6 +9,8 @@
 //! entry; the cursor is the sequence number. Entries expire with the records (`max_age` = the
 //! execution store TTL) and the stream keeps at most `max_entries` of them (oldest dropped).
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
@@ -18,6 +20,7 @@ use futures_util::future::join_all;
 
 use super::queue::{DEDUPE_WINDOW, MSG_ID_HEADER};
 use super::{Names, NatsConnection, Placement};
+use crate::support::lock;
 
 /// An index entry: an execution id, the state it ended in, and its place in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +38,6 @@ pub struct Unavailable(pub String);
 /// One function's index entries are read this many at once.
 const READ_BATCH: u64 = 32;
 
-#[derive(Clone)]
 pub struct DeadLetterIndex {
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -43,6 +45,9 @@ pub struct DeadLetterIndex {
     placement: Placement,
     max_age: Duration,
     max_entries: i64,
+    /// Functions whose stream this process brought to its configuration (once per process, so
+    /// a changed TTL or entry cap applies after a restart).
+    ensured: Mutex<HashSet<String>>,
 }
 
 impl DeadLetterIndex {
@@ -59,6 +64,7 @@ impl DeadLetterIndex {
             placement,
             max_age,
             max_entries: i64::try_from(max_entries).unwrap_or(i64::MAX),
+            ensured: Mutex::default(),
         }
     }
 
@@ -85,8 +91,9 @@ impl DeadLetterIndex {
             .map_err(|e| Unavailable(e.to_string()))
     }
 
-    /// Adds an entry once it is stored (the stream is created on the first one). Writing the
-    /// same execution again within the dedupe window stores it once.
+    /// Adds an entry once it is stored (the stream is created, or brought to this configuration,
+    /// on this process's first one). Writing the same execution again within the dedupe window
+    /// stores it once.
     pub async fn add(
         &self,
         function: &str,
@@ -95,6 +102,10 @@ impl DeadLetterIndex {
     ) -> Result<(), Unavailable> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(Unavailable("not connected".to_owned()));
+        }
+        if !lock(&self.ensured).contains(function) {
+            self.ensure(function).await?;
+            lock(&self.ensured).insert(function.to_owned());
         }
         match self.publish(function, execution_id, state).await {
             Err(e) if matches!(e.kind(), PublishErrorKind::StreamNotFound) => {
