@@ -140,6 +140,7 @@ impl App {
             sync_queue: &config.sync_queue,
             sync_settings,
             async_enabled: config.async_queue_enabled,
+            backoff: config.retry.into(),
         });
         let queue = invocations.queue().clone();
         registry.add_listener(metrics.clone());
@@ -439,11 +440,15 @@ async fn start_nats(
     // Durable async invocations, shared execution records, routed callbacks, shared
     // Idempotency-Key claims (docs/ha.md); after the registry is loaded, so every function
     // known at start gets its pull loop at once.
+    let bounds = state::nats::durable::Bounds {
+        execution_ttl: state.config.execution_store.ttl,
+        max_payload_bytes: state.config.max_request_body_bytes,
+        max_dead_letters: state.config.execution_store.max_entries,
+    };
     state::nats::durable::start(
         conn,
         nats.placement(),
-        state.config.execution_store.ttl,
-        state.config.max_request_body_bytes,
+        bounds,
         state::nats::durable::Wiring {
             registry: state.registry.clone(),
             service: state.invocations.clone(),

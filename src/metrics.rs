@@ -68,6 +68,10 @@ pub struct FunctionMetrics {
     pub queue_rejected: Counter,
     pub cold_start: Counter,
     pub warm_start: Counter,
+    /// Async executions that ended in ERROR or TIMEOUT, kept as dead letters (issue 11).
+    pub dead_letter: Counter,
+    /// Dead letters re-driven as new executions (issue 11).
+    pub redrive: Counter,
     pub latency: Timer,
     pub init_duration: Timer,
     pub queue_wait: Timer,
@@ -125,6 +129,21 @@ const CORE_COUNTERS: [(&str, &str, Meter<FunctionMetrics, Counter>); 9] = [
         "function_warm_start_total",
         "Completions without a cold start.",
         |m| &m.warm_start,
+    ),
+];
+
+/// Counter families of features the Java control plane did not have (issue 11): a series is
+/// listed only once it counted something, so a scrape without those events is unchanged.
+const LAZY_COUNTERS: [(&str, &str, Meter<FunctionMetrics, Counter>); 2] = [
+    (
+        "function_dead_letter_total",
+        "Async executions that ended in error or timeout, kept as dead letters.",
+        |m| &m.dead_letter,
+    ),
+    (
+        "function_redrive_total",
+        "Dead letters re-driven as new executions.",
+        |m| &m.redrive,
     ),
 ];
 
@@ -270,6 +289,13 @@ impl Metrics {
             let rows = functions
                 .iter()
                 .map(|(f, m)| ([("function", f.as_str())], counter(m).get()));
+            w.counter(name, help, rows);
+        }
+        for (name, help, counter) in LAZY_COUNTERS {
+            let rows = functions
+                .iter()
+                .map(|(f, m)| ([("function", f.as_str())], counter(m).get()))
+                .filter(|(_, n)| *n > 0);
             w.counter(name, help, rows);
         }
         for (name, help, counter) in SYNC_COUNTERS {

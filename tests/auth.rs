@@ -366,6 +366,26 @@ async fn on_each_route_needs_the_scope_of_what_it_does() {
         );
     }
 
+    // Dead letters take the invoke scope: listing, and a redrive (of a success here: 409 once
+    // past the guard).
+    let listing = format!("{b}/v1/functions/f/executions");
+    let redrive = format!(
+        "{b}/v1/executions/{}:redrive",
+        queued["executionId"].as_str().unwrap()
+    );
+    for (method, url, allowed) in [(Method::GET, &listing, 200), (Method::POST, &redrive, 409)] {
+        assert_eq!(call(&app, method.clone(), url, None, None).await.0, 401);
+        assert_eq!(
+            call(&app, method.clone(), url, Some(ADMIN), None).await.0,
+            403
+        );
+        assert_eq!(
+            call(&app, method.clone(), url, Some(INVOKE), None).await.0,
+            allowed,
+            "{method} {url}"
+        );
+    }
+
     // Reading function definitions takes either scope, not the metrics one.
     for token in [ADMIN, INVOKE] {
         assert_eq!(

@@ -432,6 +432,82 @@ async fn an_unacked_delivery_returns_after_ack_wait_and_a_nak_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_retry_keeps_its_place_in_the_stream_but_not_in_max_ack_pending() {
+    let server = NatsServer::start().await;
+    let conn = connect(&server).await;
+    let queue = InvocationQueue::new(&conn, placement());
+    queue
+        .ensure_function("one", &queue_config(3, 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    for id in ["x1", "x2"] {
+        queue
+            .publish("one", id, Bytes::from_static(b"body"))
+            .await
+            .unwrap();
+    }
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let dispatch = queue.spawn_pull_loop("one", sink, stop.clone());
+    let mover = queue.spawn_retry_mover("one", stop.clone());
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.execution_id, "x1");
+    // Its retry, due in 2 s, is stored before the delivery is let go (so for a moment both
+    // take a place of the capacity).
+    let delay = Duration::from_secs(2);
+    queue
+        .publish_retry("one", "x1", 2, first.payload.clone(), delay)
+        .await
+        .unwrap();
+    let stored_at = Instant::now();
+    first.ack().await.unwrap();
+    // Concurrency 1, and the waiting retry does not take it: x2 comes at once.
+    let second = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+        .await
+        .expect("the next invocation was not held back by the delayed retry")
+        .unwrap();
+    assert_eq!(second.execution_id, "x2");
+    // Capacity 3: x2, the waiting retry and one more.
+    let stored: Vec<String> = queue
+        .stored("one")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(stored, ["x2", "x1"]);
+    queue.publish("one", "x3", Bytes::new()).await.unwrap();
+    assert!(matches!(
+        queue.publish("one", "x4", Bytes::new()).await,
+        Err(PublishError::QueueFull(_))
+    ));
+    second.ack().await.unwrap();
+    let third = rx.recv().await.unwrap();
+    assert_eq!(third.execution_id, "x3");
+    third.ack().await.unwrap();
+    // Due: moved to the invocations and delivered as one, with its execution id and body.
+    let retried = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = stored_at.elapsed();
+    assert_eq!(
+        (retried.execution_id.as_str(), &retried.payload[..]),
+        ("x1", &b"body"[..])
+    );
+    assert!(waited >= delay - Duration::from_millis(50), "{waited:?}");
+    println!("MEASURE delayed retry of {delay:?} delivered after {waited:?}");
+    retried.ack().await.unwrap();
+    eventually("the stream is empty", Duration::from_secs(5), async || {
+        queue.stored("one").await.unwrap().is_empty()
+    })
+    .await;
+    stop.cancel();
+    dispatch.await.unwrap();
+    mover.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_stored_is_lost_across_a_broker_sigkill() {
     let mut server = NatsServer::start().await;
     let conn = connect(&server).await;

@@ -8,7 +8,7 @@ use common::TestApp;
 use serde_json::Value;
 
 /// Every operation of the API port (REFERENCE §1.2), with the runtime-config admin API mounted.
-const OPERATIONS: [(&str, &str); 14] = [
+const OPERATIONS: [(&str, &str); 16] = [
     ("get", "/v1/functions"),
     ("post", "/v1/functions"),
     ("get", "/v1/functions/{name}"),
@@ -17,6 +17,8 @@ const OPERATIONS: [(&str, &str); 14] = [
     ("post", "/v1/functions/{name}:invoke"),
     ("post", "/v1/functions/{name}:enqueue"),
     ("get", "/v1/executions/{executionId}"),
+    ("get", "/v1/functions/{name}/executions"),
+    ("post", "/v1/executions/{executionId}:redrive"),
     ("post", "/v1/internal/executions/{executionId}:complete"),
     ("get", "/v1/admin/runtime-config"),
     ("patch", "/v1/admin/runtime-config"),

@@ -273,7 +273,10 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {
             InvokeError::RateLimited => ApiError::RateLimited,
-            e @ InvokeError::FunctionNotFound(_) => ApiError::NotFound(e.to_string()),
+            e @ (InvokeError::FunctionNotFound(_) | InvokeError::ExecutionNotFound(_)) => {
+                ApiError::NotFound(e.to_string())
+            }
+            e @ InvokeError::NotDeadLetter(_) => ApiError::Conflict(e.to_string()),
             e @ InvokeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
             e @ InvokeError::AsyncDisabled => ApiError::NotImplemented(e.to_string()),
             e @ (InvokeError::StoreFull | InvokeError::FunctionShareFull(_)) => {

@@ -1,6 +1,7 @@
 //! The HTTP edge: the main API router (port 8080) and the management router (port 8081).
 //! Handlers parse and map; all behaviour lives in the core modules.
 
+pub mod dead_letters;
 pub mod error;
 pub mod extract;
 pub mod functions;
@@ -43,7 +44,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/functions/{name}/replicas",
             put(functions::set_replicas),
         )
-        .route("/v1/executions/{id}", get(invocations::get_execution))
+        .route("/v1/functions/{name}/executions", get(dead_letters::list))
+        .route(
+            "/v1/executions/{id}",
+            get(invocations::get_execution)
+                .post(dead_letters::execution_action)
+                .fallback(dead_letters::execution_method_not_allowed),
+        )
         .route("/modules/build-metadata", get(management::build_metadata))
         .route("/v3/api-docs", {
             let doc = bytes::Bytes::from(openapi::document_json(

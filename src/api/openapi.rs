@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{functions, invocations, management, runtime_config};
+use super::{dead_letters, functions, invocations, management, runtime_config};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,8 @@ use super::{functions, invocations, management, runtime_config};
         invocations::invoke,
         invocations::enqueue,
         invocations::get_execution,
+        dead_letters::list,
+        dead_letters::redrive,
         invocations::complete,
         runtime_config::get_config,
         runtime_config::patch_config,

@@ -152,6 +152,9 @@ pub fn api_access(method: &Method, matched: Option<&str>, protected: &Protected)
         "/v1/functions/{name}" if *method == Method::DELETE => admin,
         "/v1/functions/{name}" => on(Method::POST, invoke),
         "/v1/functions/{name}/replicas" => on(Method::PUT, admin),
+        // Dead letters (issue 11): listing reads executions, a redrive creates one.
+        "/v1/functions/{name}/executions" => on(Method::GET, invoke),
+        // GET reads an execution, POST is `{id}:redrive`.
         "/v1/executions/{id}" => invoke,
         "/modules/build-metadata" => other,
         // The API description is the same for every deployment and says nothing about its state.

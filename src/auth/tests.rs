@@ -91,6 +91,10 @@ fn the_api_routes_need_the_scope_of_what_they_do() {
         (Method::PUT, Some("/v1/functions/{name}/replicas"), admin),
         (Method::GET, Some("/v1/functions/{name}/replicas"), any),
         (Method::GET, Some("/v1/executions/{id}"), invoke),
+        // Dead letters (issue 11): listing and `{id}:redrive`.
+        (Method::GET, Some("/v1/functions/{name}/executions"), invoke),
+        (Method::POST, Some("/v1/functions/{name}/executions"), any),
+        (Method::POST, Some("/v1/executions/{id}"), invoke),
         (Method::GET, Some("/v1/admin/runtime-config"), admin),
         (Method::PATCH, Some("/v1/admin/runtime-config"), admin),
         (

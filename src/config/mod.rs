@@ -21,12 +21,14 @@ use env::Reader;
 
 mod duration;
 mod env;
+mod retry;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use duration::{format_iso_duration, parse_duration, parse_iso_duration};
 pub use env::env_names;
+pub use retry::{DEFAULT_BACKOFF_MAX, MAX_BACKOFF, RetryConfig};
 pub use state::{DEFAULT_NATS_URL, NatsConfig, StateBackendKind, StateConfig};
 
 /// A setting that could not be parsed; start-up stops with this message.
@@ -249,6 +251,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `NANOFAAS_STATE_BACKEND` and the NATS settings (issue 9, docs/ha.md).
     pub state: StateConfig,
+    /// Backoff between the attempts of an execution (issue 11, docs/retries.md).
+    pub retry: RetryConfig,
 }
 
 impl Default for Config {
@@ -433,6 +437,7 @@ impl Config {
             },
             auth: r.auth()?,
             state: state::read(&r)?,
+            retry: retry::read(&r)?,
         };
         Ok(config)
     }

@@ -408,3 +408,77 @@ fn state_backend_and_nats_settings() {
     assert_eq!(err.variable, "NANOFAAS_NATS_USER");
     assert!(err.reason.contains("NANOFAAS_NATS_PASSWORD"), "{err}");
 }
+
+#[test]
+fn retry_backoff_is_off_by_default_and_validated_when_set() {
+    let off = config(&[]).unwrap().retry;
+    assert_eq!(off, RetryConfig::default());
+    assert!(!off.backoff_enabled());
+    let on = config(&[
+        ("NANOFAAS_RETRY_BACKOFF_INITIAL", "200ms"),
+        ("NANOFAAS_RETRY_BACKOFF_MAX", "PT10S"),
+    ])
+    .unwrap()
+    .retry;
+    assert_eq!(
+        (on.backoff_initial, on.backoff_max),
+        (Duration::from_millis(200), Duration::from_secs(10))
+    );
+    // A bare number is milliseconds; the maximum defaults to 30 s.
+    let bare = config(&[("NANOFAAS_RETRY_BACKOFF_INITIAL", "500")])
+        .unwrap()
+        .retry;
+    assert_eq!(
+        (bare.backoff_initial, bare.backoff_max),
+        (Duration::from_millis(500), DEFAULT_BACKOFF_MAX)
+    );
+    // An initial delay above 30 s raises the default maximum with it.
+    let long = config(&[("NANOFAAS_RETRY_BACKOFF_INITIAL", "1m")])
+        .unwrap()
+        .retry;
+    assert_eq!(long.backoff_max, Duration::from_secs(60));
+    assert_eq!(
+        config(&[("NANOFAAS_RETRY_BACKOFF_INITIAL", "0")])
+            .unwrap()
+            .retry,
+        RetryConfig::default()
+    );
+    for (pairs, variable) in [
+        (
+            vec![("NANOFAAS_RETRY_BACKOFF_INITIAL", "soon")],
+            "NANOFAAS_RETRY_BACKOFF_INITIAL",
+        ),
+        (
+            vec![
+                ("NANOFAAS_RETRY_BACKOFF_INITIAL", "2s"),
+                ("NANOFAAS_RETRY_BACKOFF_MAX", "1s"),
+            ],
+            "NANOFAAS_RETRY_BACKOFF_MAX",
+        ),
+        (
+            vec![("NANOFAAS_RETRY_BACKOFF_MAX", "1s")],
+            "NANOFAAS_RETRY_BACKOFF_MAX",
+        ),
+        (
+            vec![("NANOFAAS_RETRY_BACKOFF_INITIAL", "2h")],
+            "NANOFAAS_RETRY_BACKOFF_INITIAL",
+        ),
+        (
+            vec![
+                ("NANOFAAS_RETRY_BACKOFF_INITIAL", "1s"),
+                ("NANOFAAS_RETRY_BACKOFF_MAX", "2h"),
+            ],
+            "NANOFAAS_RETRY_BACKOFF_MAX",
+        ),
+    ] {
+        let e = config(&pairs).unwrap_err();
+        assert_eq!(e.variable, variable, "{pairs:?}");
+        assert!(e.to_string().contains(variable), "{e}");
+    }
+    let e = config(&[
+        ("NANOFAAS_RETRY_BACKOFF_INITIAL", "2s"),
+        ("NANOFAAS_RETRY_BACKOFF_MAX", "1s"),
+    ])
+    .unwrap_err();
+    assert!(e.reason.contains("NANOFAAS_RETRY_BACKOFF_INITIAL"), "{e}");
+}

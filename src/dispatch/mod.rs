@@ -22,6 +22,8 @@ use crate::support::net_policy::{NetPolicy, PolicyResolver, refusal_in};
 pub struct DispatchReply {
     pub result: AttemptResult,
     pub cold_start: Option<ColdStart>,
+    /// The runtime's `Retry-After` on a 429 or 503 (issue 11): how long it asks to be left alone.
+    pub retry_after: Option<Duration>,
 }
 
 impl DispatchReply {
@@ -29,6 +31,7 @@ impl DispatchReply {
         DispatchReply {
             result: AttemptResult::Failure(ErrorInfo::new(code, message)),
             cold_start: None,
+            retry_after: None,
         }
     }
 }
@@ -73,6 +76,7 @@ impl Dispatcher {
             ExecutionMode::Local => DispatchReply {
                 result: AttemptResult::Success(Some(task.payload.input.clone())),
                 cold_start: None,
+                retry_after: None,
             },
             ExecutionMode::Pool | ExecutionMode::Deployment => self.call_runtime(task).await,
         }
@@ -118,6 +122,7 @@ impl Dispatcher {
         };
         let cold_start = cold_start_of(response.headers());
         let status = response.status();
+        let retry_after = retry_after_of(status, response.headers(), std::time::SystemTime::now());
         let is_text = response
             .headers()
             .get(CONTENT_TYPE)
@@ -132,6 +137,7 @@ impl Dispatcher {
             Err(failure) => {
                 return DispatchReply {
                     cold_start,
+                    retry_after,
                     ..failure.into_reply(timeout_ms)
                 };
             }
@@ -151,7 +157,11 @@ impl Dispatcher {
             };
             AttemptResult::Failure(ErrorInfo::new("POOL_ERROR", message))
         };
-        DispatchReply { result, cold_start }
+        DispatchReply {
+            result,
+            cold_start,
+            retry_after,
+        }
     }
 
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, BodyFailure> {
@@ -258,6 +268,30 @@ pub fn cold_start_of(headers: &reqwest::header::HeaderMap) -> Option<ColdStart> 
     })
 }
 
+/// `Retry-After` of a 429 or 503 reply (RFC 9110 §10.2.3): delay-seconds or an HTTP-date (a
+/// date in the past is no delay). Anything else, or another status, is ignored.
+pub fn retry_after_of(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    use reqwest::StatusCode;
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is "a very long time"; the backoff's maximum caps it.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// The body sent to runtimes: `{"input": …, "metadata": …}`, built from validated JSON text.
 pub fn runtime_body(input: &Json, metadata: Option<&str>) -> bytes::Bytes {
     let input = input.get();
@@ -301,6 +335,57 @@ mod tests {
             "500 INTERNAL_SERVER_ERROR"
         );
         assert_eq!(status_text(reqwest::StatusCode::NOT_FOUND), "404 NOT_FOUND");
+    }
+
+    #[test]
+    fn retry_after_on_429_and_503_only() {
+        use reqwest::StatusCode;
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let with = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("Retry-After", HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(
+            retry_after_of(unavailable, &with("1"), now),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_after_of(StatusCode::TOO_MANY_REQUESTS, &with(" 120 "), now),
+            Some(Duration::from_secs(120))
+        );
+        // HTTP-date, all three forms of RFC 9110; a past date is no delay.
+        for date in [
+            "Sun, 06 Nov 1994 08:49:47 GMT",
+            "Sunday, 06-Nov-94 08:49:47 GMT",
+            "Sun Nov  6 08:49:47 1994",
+        ] {
+            assert_eq!(
+                retry_after_of(unavailable, &with(date), now),
+                Some(Duration::from_secs(10)),
+                "{date}"
+            );
+        }
+        assert_eq!(
+            retry_after_of(unavailable, &with("Sun, 06 Nov 1994 08:49:27 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after_of(unavailable, &with("99999999999999999999999"), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["", "-1", "1.5", "soon"] {
+            assert_eq!(retry_after_of(unavailable, &with(bad), now), None, "{bad}");
+        }
+        assert_eq!(
+            retry_after_of(StatusCode::INTERNAL_SERVER_ERROR, &with("1"), now),
+            None
+        );
+        assert_eq!(
+            retry_after_of(unavailable, &reqwest::header::HeaderMap::new(), now),
+            None
+        );
     }
 
     #[test]

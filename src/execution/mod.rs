@@ -4,6 +4,7 @@
 //! State machine invariants: any non-terminal state may move anywhere (QUEUED→RUNNING,
 //! →SUCCESS/ERROR/TIMEOUT, →QUEUED on retry); a terminal state (SUCCESS, ERROR, TIMEOUT) is final.
 
+pub mod dead_letters;
 pub mod store;
 
 use std::sync::Arc;
@@ -47,6 +48,14 @@ pub struct Task {
     /// re-created by delete + register has a new generation, so a late release cannot free a
     /// slot of the new one.
     pub slot: Option<u64>,
+}
+
+impl Task {
+    /// Created by `:enqueue` (or a redrive): no caller waits for it. Such an execution that
+    /// ends in ERROR or TIMEOUT becomes a dead letter (issue 11).
+    pub fn is_async(&self) -> bool {
+        self.caller_deadline.is_none()
+    }
 }
 
 /// How an execution ended, as delivered to the waiters of a sync invocation.
@@ -95,7 +104,8 @@ impl Stamp {
 pub struct ExecutionRecord {
     pub execution_id: Arc<str>,
     pub function: Arc<RegisteredFunction>,
-    /// The current attempt's task; dropped once terminal so payloads are not retained.
+    /// The current attempt's task; dropped once terminal so payloads are not retained (an async
+    /// failure's request moves to `dead_letter`).
     pub task: Option<Task>,
     pub attempt: u32,
     pub enqueued_at: Instant,
@@ -114,6 +124,11 @@ pub struct ExecutionRecord {
     /// The attempt that produced the final result, if it came from a completion.
     pub final_attempt: Option<u32>,
     pub waiters: Vec<oneshot::Sender<Outcome>>,
+    /// A dead letter (issue 11): the request of an async execution that ended in ERROR or
+    /// TIMEOUT, kept (and charged to the byte budget) until the record is evicted, for redrive.
+    pub dead_letter: Option<Arc<Payload>>,
+    /// Its place in the store's dead-letter index (newest first listing).
+    pub dead_letter_seq: Option<u64>,
 }
 
 impl ExecutionRecord {
@@ -136,6 +151,8 @@ impl ExecutionRecord {
             start_kind_counted: false,
             final_attempt: None,
             waiters: Vec::new(),
+            dead_letter: None,
+            dead_letter_seq: None,
         }
     }
 
@@ -152,7 +169,9 @@ impl ExecutionRecord {
         let request = self
             .task
             .as_ref()
-            .map_or(0, |t| t.payload.input.get().len() + t.payload.body.len());
+            .map(|t| &t.payload)
+            .or(self.dead_letter.as_ref())
+            .map_or(0, |p| p.input.get().len() + p.body.len());
         let output = match (&self.output, self.cleaned) {
             (Some(o), false) => o.get().len(),
             _ => 0,
@@ -213,8 +232,14 @@ impl ExecutionRecord {
         self.finished = Some(Stamp::now());
         self.output = output;
         self.last_error = error;
-        // Nothing reads the request once the execution is over.
-        self.task = None;
+        // Nothing reads the request once the execution is over, except a redrive of a dead
+        // letter: the failed end of an async execution.
+        if let Some(task) = self.task.take()
+            && task.is_async()
+            && state != ExecutionState::Success
+        {
+            self.dead_letter = Some(task.payload);
+        }
         true
     }
 

@@ -6,8 +6,9 @@
 //! and never while sending to waiters; a terminal record never changes its result; when full
 //! (entries or bytes), only terminal records are evicted (oldest first) and new executions are
 //! refused rather than in-flight ones dropped; `Inner::bytes` is the sum of every record's
-//! [`ExecutionRecord::held_bytes`], and a function's [`StoreShare`] the sum over its in-flight
-//! records.
+//! [`ExecutionRecord::held_bytes`], and a function's [`StoreShare`](crate::registry::StoreShare)
+//! the sum over its in-flight records; the dead-letter index holds exactly the records that keep
+//! a dead letter (issue 11).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{ExecutionRecord, Outcome, Stamp, Task};
+use super::dead_letters::{DeadLetterIndex, DeadLetterPage, DeadLetterQuery};
+use super::{ExecutionRecord, Outcome, Payload, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
 use crate::model::{
     AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, StartKind,
 };
-use crate::registry::{RegisteredFunction, StoreShare};
+use crate::registry::RegisteredFunction;
 use crate::support::lock;
 
 /// What the store says of an execution id (read by the idempotency keys that point at it).
@@ -46,6 +48,8 @@ struct Inner {
     terminal_order: VecDeque<Arc<str>>,
     /// What all records hold (see [`ExecutionRecord::held_bytes`]).
     bytes: usize,
+    /// The records that keep a dead letter, by function, newest last.
+    dead_letters: DeadLetterIndex,
 }
 
 impl Inner {
@@ -55,6 +59,7 @@ impl Inner {
             if self.records.get(&oldest).is_some_and(|r| r.is_terminal()) {
                 if let Some(r) = self.records.remove(&oldest) {
                     self.bytes -= r.held_bytes();
+                    unindex(&mut self.dead_letters, &r);
                 }
                 return true;
             }
@@ -70,21 +75,44 @@ impl Inner {
         if !record.is_terminal() {
             record.function.store_share.sub(held);
         }
+        unindex(&mut self.dead_letters, &record);
         Some(record)
     }
 
-    /// Stores a record's new terminal state: `held` was its charge while in flight.
-    fn finished(
-        &mut self,
-        execution_id: Arc<str>,
-        held: usize,
-        now_held: usize,
-        share: &StoreShare,
-    ) {
-        share.sub(held);
+    /// Stores a record's new terminal state: `held` was its charge while in flight. A record
+    /// that kept a dead letter is indexed.
+    fn finished(&mut self, execution_id: Arc<str>, held: usize, now_held: usize) {
+        let Some(record) = self.records.get_mut(&execution_id) else {
+            return;
+        };
+        record.function.store_share.sub(held);
+        if record.dead_letter.is_some() {
+            let seq =
+                self.dead_letters
+                    .add(record.function.name(), execution_id.clone(), record.state);
+            record.dead_letter_seq = Some(seq);
+        }
         self.bytes = self.bytes - held + now_held;
         self.terminal_order.push_back(execution_id);
     }
+}
+
+/// Takes an evicted record's dead letter out of the index.
+fn unindex(index: &mut DeadLetterIndex, record: &ExecutionRecord) {
+    if let Some(seq) = record.dead_letter_seq {
+        index.remove(record.function.name(), seq);
+    }
+}
+
+/// What the store knows of an execution asked to be re-driven.
+pub enum DeadLetterLookup {
+    Missing,
+    /// Not terminal, a success, or a sync invocation's.
+    NotDeadLetter,
+    Found {
+        function: Arc<RegisteredFunction>,
+        payload: Arc<Payload>,
+    },
 }
 
 /// Why a new execution was refused (503 `OVERLOADED` either way).
@@ -123,6 +151,9 @@ pub struct Completion<'a> {
     pub result: AttemptResult,
     pub cold_start: Option<ColdStart>,
     pub from_dispatcher: bool,
+    /// How long a retry of a failure would wait (the backoff, issue 11); zero when retries go
+    /// at once. A retry that would start past the sync caller's deadline is not scheduled.
+    pub retry_delay: std::time::Duration,
 }
 
 /// Everything the caller must do after a completion, outside the lock.
@@ -154,6 +185,8 @@ pub struct Finalized {
     pub finished: Stamp,
     /// Set when the cold/warm counter is to be updated now.
     pub start: Option<StartKind>,
+    /// The execution was async and failed: its request is kept as a dead letter.
+    pub dead_letter: bool,
 }
 
 impl Finalized {
@@ -167,6 +200,7 @@ impl Finalized {
             started: record.started,
             finished: record.finished.unwrap_or_else(Stamp::now),
             start,
+            dead_letter: record.dead_letter.is_some(),
         }
     }
 
@@ -194,6 +228,7 @@ impl ExecutionStore {
                 records: HashMap::with_capacity(capacity),
                 terminal_order: VecDeque::new(),
                 bytes: 0,
+                dead_letters: DeadLetterIndex::default(),
             }),
             config,
             share,
@@ -269,6 +304,33 @@ impl ExecutionStore {
             .map(|r| r.status())
     }
 
+    /// One page of `function`'s dead letters, newest first.
+    pub fn dead_letters(&self, function: &str, query: &DeadLetterQuery) -> DeadLetterPage {
+        let inner = lock(&self.inner);
+        let (ids, next_cursor) = inner.dead_letters.page(function, query);
+        DeadLetterPage {
+            items: ids
+                .iter()
+                .filter_map(|id| inner.records.get(id).map(ExecutionRecord::status))
+                .collect(),
+            next_cursor,
+        }
+    }
+
+    /// The request of a dead letter, for a redrive.
+    pub fn dead_letter(&self, execution_id: &str) -> DeadLetterLookup {
+        match lock(&self.inner).records.get(execution_id) {
+            None => DeadLetterLookup::Missing,
+            Some(r) => match &r.dead_letter {
+                Some(payload) => DeadLetterLookup::Found {
+                    function: r.function.clone(),
+                    payload: payload.clone(),
+                },
+                None => DeadLetterLookup::NotDeadLetter,
+            },
+        }
+    }
+
     /// The outcome if terminal, else a receiver woken when it becomes terminal.
     pub fn subscribe(&self, execution_id: &str) -> Subscription {
         let mut inner = lock(&self.inner);
@@ -341,9 +403,10 @@ impl ExecutionStore {
 
         if !c.result.is_success() && attempt < record.function.spec.max_retries {
             // A retry nobody waits for: the sync caller's deadline has passed (the wait and the
-            // attempt share `timeoutMs`, so an attempt that timed out lands here). Its caller is
-            // answered 408, so the execution ends as TIMEOUT now instead of being sent again.
-            if record.caller_gone(Instant::now()) {
+            // attempt share `timeoutMs`, so an attempt that timed out lands here), or passes
+            // before the retry's backoff delay is over. Its caller is answered 408, so the
+            // execution ends as TIMEOUT now instead of being sent again.
+            if record.caller_gone(Instant::now() + c.retry_delay) {
                 let id = record.execution_id.clone();
                 return CompletionEffect {
                     kind: match Self::end(&mut inner, id, Abort::Timeout) {
@@ -385,7 +448,7 @@ impl ExecutionStore {
         };
         let finalized = Finalized::take(record, outcome, start);
         let id = record.execution_id.clone();
-        inner.finished(id, held, now_held, &finalized.function.store_share);
+        inner.finished(id, held, now_held);
         // An output may take the store over its byte budget: older finished records make room
         // (never this one, whose caller may still read it).
         while inner.bytes > self.config.max_bytes && inner.terminal_order.len() > 1 {
@@ -434,12 +497,7 @@ impl ExecutionStore {
         record.start_kind_counted = true;
         let now_held = record.held_bytes();
         let finalized = Finalized::take(record, outcome, None);
-        inner.finished(
-            execution_id,
-            held,
-            now_held,
-            &finalized.function.store_share,
-        );
+        inner.finished(execution_id, held, now_held);
         Some(finalized)
     }
 
@@ -454,6 +512,7 @@ impl ExecutionStore {
             records,
             terminal_order,
             bytes,
+            dead_letters,
         } = &mut *inner;
         let before = records.len();
         records.retain(|_, r| {
@@ -463,8 +522,10 @@ impl ExecutionStore {
                 let age = now.saturating_duration_since(anchor);
                 if age > cfg.ttl {
                     *bytes -= held;
+                    unindex(dead_letters, r);
                     return false;
                 }
+                // The output goes at `cleanup-ttl`; a dead letter's request stays until `ttl`.
                 if age > cfg.cleanup_ttl && !r.cleaned {
                     r.cleaned = true;
                     r.output = None;

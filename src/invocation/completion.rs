@@ -1,6 +1,6 @@
 //! Completing executions (REFERENCE §3.4): runtime replies and callbacks go through the store's
-//! completion protocol; its effects (wake waiters, schedule a retry §3.5, record the final
-//! metrics §7.1) are carried out here, outside the store's lock.
+//! completion protocol; its effects (wake waiters, schedule a retry §3.5 after its backoff delay,
+//! record the final metrics §7.1) are carried out here, outside the store's lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,12 +48,20 @@ impl InvocationService {
         attempt: Option<u32>,
         result: AttemptResult,
     ) {
+        let retry_delay = match result {
+            AttemptResult::Failure(_) if self.backoff.enabled() => {
+                let current = attempt.or_else(|| self.store.attempt(execution_id));
+                self.retry_delay(&result, current.unwrap_or(1), None)
+            }
+            _ => Duration::ZERO,
+        };
         let outcome = self.apply(Completion {
             execution_id,
             attempt,
             result,
             cold_start: None,
             from_dispatcher: false,
+            retry_delay,
         });
         self.metrics.callback(outcome.as_str());
         if outcome == CallbackOutcome::Unknown {
@@ -61,9 +69,24 @@ impl InvocationService {
         }
     }
 
+    /// How long the retry after a failed `attempt` waits (zero with the backoff off, and for a
+    /// success, which is never retried).
+    pub(super) fn retry_delay(
+        &self,
+        result: &AttemptResult,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        match result {
+            AttemptResult::Failure(_) => self.backoff.delay(attempt, retry_after),
+            AttemptResult::Success(_) => Duration::ZERO,
+        }
+    }
+
     /// Applies a completion and carries out its effects; returns what it did.
     pub(super) fn apply(self: &Arc<Self>, completion: Completion<'_>) -> CallbackOutcome {
         let (execution_id, from_dispatcher) = (completion.execution_id, completion.from_dispatcher);
+        let retry_delay = completion.retry_delay;
         let failure = match &completion.result {
             AttemptResult::Failure(e) => Some(e.clone()),
             AttemptResult::Success(_) => None,
@@ -81,8 +104,10 @@ impl InvocationService {
                 CallbackOutcome::Duplicate
             }
             EffectKind::Retry(task) => {
-                self.durable_retry(&task);
-                self.schedule_retry(task, failure);
+                // A durable execution with a delay goes back to the backend's queue instead.
+                if !self.durable_retry(&task, retry_delay) {
+                    self.schedule_retry(task, failure, retry_delay);
+                }
                 CallbackOutcome::Retried
             }
             // A failure past the sync caller's deadline, with retries left: ended as TIMEOUT
@@ -102,19 +127,40 @@ impl InvocationService {
     }
 
     /// Retries go where new work goes: the function's queue when a queue module is on (a full
-    /// queue ends the execution with the original failure, REFERENCE §3.5), else inline.
-    fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>) {
+    /// queue ends the execution with the original failure, REFERENCE §3.5), else inline. With a
+    /// backoff `delay` the retry waits on a timer first, holding no concurrency slot: in the
+    /// queue (where it holds its place of `queueSize`), or, inline, in a tracked task (a sync
+    /// caller's deadline bounds it: the store ends as TIMEOUT a retry that would start later).
+    fn schedule_retry(self: &Arc<Self>, task: Task, failure: Option<ErrorInfo>, delay: Duration) {
         if self.sync_route() == Route::Inline {
-            self.spawn_dispatch(task);
+            if delay.is_zero() {
+                self.spawn_dispatch(task);
+            } else {
+                let service = self.clone();
+                self.tracker.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    service.dispatch(task).await;
+                });
+            }
             return;
         }
         let function = task.function.clone();
         let id = task.execution_id.clone();
-        if self.enqueue(task).is_err() {
+        let queued = if delay.is_zero() {
+            self.enqueue(task)
+        } else {
+            let queued = self.queue.enqueue_after(task, delay);
+            self.count_enqueue(&function, queued)
+        };
+        if queued.is_err() {
             let error = failure
                 .unwrap_or_else(|| ErrorInfo::new("QUEUE_FULL", "Retry rejected: queue full"));
             if let Some(mut f) = self.store.abort(&id, Abort::Error(error)) {
-                function.meters(&self.metrics).error.inc();
+                let meters = function.meters(&self.metrics);
+                meters.error.inc();
+                if f.dead_letter {
+                    meters.dead_letter.inc();
+                }
                 f.wake();
             }
             self.durable_finished(&id, true);
@@ -142,6 +188,9 @@ impl InvocationService {
             Outcome::Success(_) => m.success.inc(),
             _ => m.error.inc(),
         };
+        if f.dead_letter {
+            m.dead_letter.inc();
+        }
         if let Some(cold) = f.start {
             self.record_start_kind(&f.function, cold);
         }

@@ -24,14 +24,18 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 mod record;
+mod retry;
 mod shared_keys;
 
 pub use record::DurableRecord;
-use record::{RoutedCallback, RoutedCallbackIn, boxed_raw, callback_step, lost_step, raw_or_null};
+use record::{
+    RoutedCallback, RoutedCallbackIn, boxed_raw, callback_step, lost_step, raw_json, raw_or_null,
+};
 pub(super) use shared_keys::SharedClaim;
 
+pub use super::dead_letters::{DeadLetterEntry, DeadLetterLog};
 use super::{InvocationService, InvokeError};
-use crate::execution::store::{Abort, Liveness};
+use crate::execution::store::{Abort, DeadLetterLookup, Liveness};
 use crate::execution::{Payload, Task};
 use crate::model::{AttemptResult, ErrorInfo, ExecutionState, ExecutionStatus};
 use crate::support::lock;
@@ -50,8 +54,9 @@ pub enum DurableError {
 /// A step of a compare-and-set loop over one record: the new record, or `None` to leave it.
 pub type RecordStep = Box<dyn FnMut(&DurableRecord) -> Option<DurableRecord> + Send>;
 
-/// The backend's execution records and queues (implemented by `state::nats`).
-pub trait DurableBackend: Send + Sync + 'static {
+/// The backend's execution records and queues (implemented by `state::nats`), and its index
+/// of dead letters.
+pub trait DurableBackend: DeadLetterLog + Send + Sync + 'static {
     /// Creates the record of a new execution (create-only).
     fn create(
         &self,
@@ -64,6 +69,16 @@ pub trait DurableBackend: Send + Sync + 'static {
         function: &str,
         execution_id: &str,
         body: Bytes,
+    ) -> BoxFuture<'_, Result<(), DurableError>>;
+    /// Stores the next `attempt` of a held execution, to be delivered again (to any replica)
+    /// after `delay`, without holding a place of the function's concurrency meanwhile.
+    fn requeue(
+        &self,
+        function: &str,
+        execution_id: &str,
+        attempt: u32,
+        body: Bytes,
+        delay: Duration,
     ) -> BoxFuture<'_, Result<(), DurableError>>;
     /// Best effort: forgets the record of an execution whose enqueue was refused.
     fn discard(&self, execution_id: &str) -> BoxFuture<'_, ()>;
@@ -206,6 +221,7 @@ impl InvocationService {
             error: None,
             cold_start: false,
             init_duration_ms: None,
+            request: None,
         };
         if let Err(e) = backend.create(&execution_id, &record).await {
             if let Some(key) = &input.idempotency_key {
@@ -371,8 +387,18 @@ impl InvocationService {
                 "EXECUTION_FAILED",
                 "The replica running the last attempt was lost",
             );
-            let _ = backend.transition(&execution_id, lost_step(error)).await;
-            registered.meters(&self.metrics).error.inc();
+            // A dead letter: indexed first, so that it is listed whatever happens next.
+            if backend
+                .index_dead_letter(&function, &execution_id, ExecutionState::Error)
+                .await
+                .is_err()
+            {
+                ack.nak(RETRY_DELIVERY).await;
+                return;
+            }
+            let step = lost_step(error, raw_json(&body));
+            let ended = backend.transition(&execution_id, step).await;
+            self.count_lost(&registered, ended.ok().flatten().as_ref());
             ack.ack().await;
             return;
         }
@@ -443,35 +469,6 @@ impl InvocationService {
         }
     }
 
-    /// A held execution moved to its next attempt (a retry, run on this replica).
-    pub(super) fn durable_retry(self: &Arc<Self>, task: &Task) {
-        let Some(backend) = self.durable.get().cloned() else {
-            return;
-        };
-        let Some(ack) = self.held.get(&task.execution_id) else {
-            return;
-        };
-        let id = task.execution_id.clone();
-        let attempt = task.attempt;
-        self.tracker.spawn(async move {
-            let _ = backend
-                .transition(
-                    &id,
-                    Box::new(move |r: &DurableRecord| {
-                        (!r.state.is_terminal() && r.attempt < attempt).then(|| DurableRecord {
-                            state: ExecutionState::Queued,
-                            attempt,
-                            idempotency_key: None,
-                            started_at: None,
-                            ..r.clone()
-                        })
-                    }),
-                )
-                .await;
-            ack.in_progress().await;
-        });
-    }
-
     /// A held execution became terminal here: write the result (unless the record already has
     /// one: first result wins) and, when `settle`, acknowledge the delivery. A callback that
     /// ends an execution while its runtime exchange is still open writes the record but does
@@ -494,13 +491,34 @@ impl InvocationService {
             return;
         };
         let attempt = self.store.attempt(execution_id).unwrap_or(1);
+        // An async failure's request is kept in the record as its dead letter (issue 11).
+        let dead_letter = match self.store.dead_letter(execution_id) {
+            DeadLetterLookup::Found { function, payload } => {
+                Some((function, raw_json(&payload.body)))
+            }
+            _ => None,
+        };
         let id = execution_id.to_owned();
         self.tracker.spawn(async move {
+            // Indexed before the record is written (see `index_dead_letter`); if that fails,
+            // nothing is written and the redelivery tries again.
+            if let Some((function, _)) = &dead_letter
+                && backend
+                    .index_dead_letter(function.name(), &id, status.status)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let request = dead_letter.as_ref().and_then(|(_, r)| r.clone());
             let written = backend
                 .transition(
                     &id,
                     Box::new(move |r: &DurableRecord| {
-                        (!r.state.is_terminal()).then(|| r.finished_as(&status, attempt))
+                        (!r.state.is_terminal()).then(|| DurableRecord {
+                            request: request.clone(),
+                            ..r.finished_as(&status, attempt)
+                        })
                     }),
                 )
                 .await;

@@ -26,6 +26,13 @@ pub enum InvokeError {
         reason: RejectReason,
         retry_after_seconds: u32,
     },
+    #[error("Execution not found: {0}")]
+    ExecutionNotFound(String),
+    /// A redrive of an execution that is not a dead letter (issue 11).
+    #[error(
+        "Execution {0} is not a dead letter: only an async execution that ended in error or timeout can be re-driven"
+    )]
+    NotDeadLetter(String),
 }
 
 impl InvokeError {

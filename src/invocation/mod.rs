@@ -7,7 +7,9 @@
 //! no-op. Dispatches run as tracked tasks so a client disconnect never cancels an execution and
 //! shutdown can drain them.
 
+pub mod backoff;
 mod completion;
+mod dead_letters;
 mod driven;
 pub mod durable;
 use durable::SharedClaim;
@@ -96,6 +98,8 @@ pub struct InvocationService {
     durable_expected: std::sync::atomic::AtomicBool,
     /// Deliveries of the backend's queue this replica is running.
     held: durable::Held,
+    /// The delay before each retry (issue 11; off by default).
+    backoff: backoff::RetryBackoff,
 }
 
 /// The shared components the service works with.
@@ -109,6 +113,7 @@ pub struct Parts<'a> {
     pub sync_queue: &'a SyncQueueConfig,
     pub sync_settings: Arc<SyncSettings>,
     pub async_enabled: bool,
+    pub backoff: backoff::RetryBackoff,
 }
 
 /// The queue's sink: dequeued tasks become tracked dispatch tasks of the service.
@@ -145,6 +150,7 @@ impl InvocationService {
             durable: std::sync::OnceLock::new(),
             durable_expected: std::sync::atomic::AtomicBool::new(false),
             held: durable::Held::default(),
+            backoff: parts.backoff,
         })
     }
 
@@ -456,8 +462,18 @@ impl InvocationService {
 
     fn enqueue(&self, task: Task) -> Result<(), InvokeError> {
         let function = task.function.clone();
+        let queued = self.queue.enqueue(task);
+        self.count_enqueue(&function, queued)
+    }
+
+    /// Counts a queue's answer (REFERENCE §7.1) and maps a refusal to `QUEUE_FULL`.
+    fn count_enqueue(
+        &self,
+        function: &RegisteredFunction,
+        queued: Result<(), crate::queue::QueueError>,
+    ) -> Result<(), InvokeError> {
         let metrics = function.meters(&self.metrics);
-        match self.queue.enqueue(task) {
+        match queued {
             Ok(()) => {
                 metrics.enqueue.inc();
                 Ok(())
@@ -495,12 +511,14 @@ impl InvocationService {
                     meters.retry.inc();
                 }
                 let reply = self.dispatcher.dispatch(&task).await;
+                let retry_delay = self.retry_delay(&reply.result, task.attempt, reply.retry_after);
                 self.apply(Completion {
                     execution_id: &task.execution_id,
                     attempt: Some(task.attempt),
                     result: reply.result,
                     cold_start: reply.cold_start,
                     from_dispatcher: true,
+                    retry_delay,
                 });
             }
             BeginDispatch::Skip => {}

@@ -6,9 +6,14 @@
 //! Sync-queue items (admission-controlled synchronous invocations) wait in the same per-function
 //! FIFO as async tasks and share its slots; they count against the global `max-depth`.
 //!
+//! Retries waiting out their backoff (issue 11) are held here too, beside the FIFO: each has a
+//! tokio timer that moves it to the back of the FIFO when its delay is over; it holds no slot
+//! while it waits, but it holds a place of `queueSize`.
+//!
 //! Invariants: a function never has more than its effective concurrency in flight; each slot is
 //! acquired here and released exactly once per dispatched attempt (by the completion protocol);
-//! queue lengths never exceed `queueSize` (async) and `max-depth` (sync, global).
+//! queue lengths never exceed `queueSize` (async items plus delayed retries) and `max-depth`
+//! (sync, global).
 
 pub mod estimator;
 
@@ -156,6 +161,8 @@ struct FunctionQueue {
     generation: u64,
     items: VecDeque<Queued>,
     async_len: usize,
+    /// Retries waiting out their backoff delay, with the timer that releases each.
+    delayed: HashMap<Arc<str>, Delayed>,
     capacity: usize,
     in_flight: u32,
     configured: u32,
@@ -171,6 +178,12 @@ struct FunctionQueue {
 struct Queued {
     task: Task,
     sync: bool,
+}
+
+/// A retry waiting for its delay; its timer is aborted when it leaves otherwise.
+struct Delayed {
+    task: Task,
+    timer: tokio::task::AbortHandle,
 }
 
 impl FunctionQueue {
@@ -268,7 +281,7 @@ impl QueueManager {
         let ready = {
             let mut inner = lock(&self.inner);
             let q = inner.queues.get_mut(name).ok_or(QueueError::Full)?;
-            if q.async_len >= q.capacity {
+            if q.async_len + q.delayed.len() >= q.capacity {
                 return Err(QueueError::Full);
             }
             q.items.push_back(Queued { task, sync: false });
@@ -277,6 +290,61 @@ impl QueueManager {
         };
         self.start(ready);
         Ok(())
+    }
+
+    /// Holds a retry for `delay`, then queues it like [`Self::enqueue`]. It takes its place of
+    /// `queueSize` now (`Err` when the queue is full or gone), and no slot until it is queued.
+    pub fn enqueue_after(self: &Arc<Self>, task: Task, delay: Duration) -> Result<(), QueueError> {
+        let function = task.function.clone();
+        let name = function.name();
+        let mut inner = lock(&self.inner);
+        let q = inner.queues.get_mut(name).ok_or(QueueError::Full)?;
+        if q.async_len + q.delayed.len() >= q.capacity {
+            return Err(QueueError::Full);
+        }
+        let id = task.execution_id.clone();
+        let generation = q.generation;
+        let queue = Arc::downgrade(self);
+        let (fire_id, fire_name) = (id.clone(), function.clone());
+        // The timer cannot take the lock before this function returns, so it finds its entry.
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(queue) = queue.upgrade() {
+                queue.release_delayed(fire_name.name(), generation, &fire_id);
+            }
+        });
+        let delayed = Delayed {
+            task,
+            timer: timer.abort_handle(),
+        };
+        if let Some(replaced) = q.delayed.insert(id, delayed) {
+            replaced.timer.abort();
+        }
+        Ok(())
+    }
+
+    /// A delayed retry's time has come: to the back of the FIFO, then whatever slots allow.
+    fn release_delayed(&self, name: &str, generation: u64, execution_id: &str) {
+        let ready = {
+            let mut inner = lock(&self.inner);
+            let Some(q) = inner
+                .queues
+                .get_mut(name)
+                .filter(|q| q.generation == generation)
+            else {
+                return;
+            };
+            let Some(delayed) = q.delayed.remove(execution_id) else {
+                return;
+            };
+            q.items.push_back(Queued {
+                task: delayed.task,
+                sync: false,
+            });
+            q.async_len += 1;
+            self.take_ready(&mut inner, name)
+        };
+        self.start(ready);
     }
 
     /// Sync-queue admission (REFERENCE §5.2, without B4/B5): global depth, then the estimated
@@ -351,6 +419,10 @@ impl QueueManager {
         let Some(q) = queues.get_mut(name) else {
             return false;
         };
+        if !sync_only && let Some(delayed) = q.delayed.remove(execution_id) {
+            delayed.timer.abort();
+            return true;
+        }
         match q
             .items
             .iter()
@@ -401,6 +473,7 @@ impl FunctionLifecycle for QueueManager {
             generation: inner.next_generation,
             items: VecDeque::new(),
             async_len: 0,
+            delayed: HashMap::new(),
             capacity: spec.queue_size as usize,
             in_flight: 0,
             configured: spec.concurrency,
@@ -423,7 +496,14 @@ impl FunctionLifecycle for QueueManager {
             };
             let sync_items = q.items.iter().filter(|i| i.sync).count();
             inner.sync_depth -= sync_items;
-            q.items.into_iter().collect()
+            let delayed = q.delayed.into_values().map(|d| {
+                d.timer.abort();
+                Queued {
+                    task: d.task,
+                    sync: false,
+                }
+            });
+            q.items.into_iter().chain(delayed).collect()
         };
         for item in drained {
             let error = ErrorInfo::new(
@@ -504,3 +584,6 @@ impl MetricsSection for QueueManager {
         w.gauge("sync_queue_depth", "", [([], sync_depth as f64)]);
     }
 }
+
+#[cfg(test)]
+mod tests;

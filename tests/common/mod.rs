@@ -339,12 +339,25 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// When it arrived (tokio's clock: virtual under `tokio::time::pause`).
+    pub at: tokio::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
 }
 
 /// A runtime on port 0. Its behaviour is chosen by the endpoint path:
 /// `/reply`, `/text`, `/empty`, `/null`, `/badjson`, `/fail`, `/cold`, `/slow/<ms>`, `/hang`,
 /// `/callback-first`, `/callback-twice`, `/late-callback/<ms>`, `/flaky` (fails attempt 1), `/observe/<ms>`,
-/// `/callback-only-error` (callback error, then 200).
+/// `/callback-only-error` (callback error, then 200), `/unavailable/<s>` (503 with
+/// `Retry-After: <s>`), `/unavailable-once/<s>` (that on attempt 1 only, then 200), `/switch`
+/// (500 while [`Stub::failing`], then as `/reply`).
 #[derive(Clone)]
 pub struct Stub {
     pub addr: SocketAddr,
@@ -356,6 +369,8 @@ pub struct Stub {
     pub in_flight: Arc<Mutex<(u32, u32)>>,
     /// `/observe/<ms>`: (execution id, attempt, the execution's stored status when it arrived).
     pub observed: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// `/switch` fails (500) while this is set, then echoes like `/reply`.
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -366,6 +381,7 @@ struct StubState {
     callback_statuses: Arc<Mutex<Vec<u16>>>,
     in_flight: Arc<Mutex<(u32, u32)>>,
     observed: Arc<Mutex<Vec<(String, String, String)>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
     client: reqwest::Client,
 }
 
@@ -376,7 +392,9 @@ impl Stub {
         let callback_statuses = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(Mutex::new((0, 0)));
         let observed = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let state = StubState {
+            failing: failing.clone(),
             observed: observed.clone(),
             in_flight: in_flight.clone(),
             cp: cp_base.to_owned(),
@@ -401,6 +419,7 @@ impl Stub {
             callback_statuses,
             in_flight,
             observed,
+            failing,
         }
     }
 
@@ -424,6 +443,7 @@ async fn stub_handler(
         path: path.clone(),
         headers: headers.clone(),
         body: parsed.clone(),
+        at: tokio::time::Instant::now(),
     });
     let id = headers
         .get("X-Execution-Id")
@@ -470,6 +490,25 @@ async fn stub_handler(
         "badjson" => ([("content-type", "application/json")], "{not json").into_response(),
         "fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "fail-empty" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "switch" if st.failing.load(std::sync::atomic::Ordering::SeqCst) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "switched off").into_response()
+        }
+        "switch" => axum::Json(json!({"echo": input})).into_response(),
+        "unavailable" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("Retry-After", arg.to_string())],
+            "busy",
+        )
+            .into_response(),
+        "unavailable-once" if attempt == "1" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("Retry-After", arg.to_string())],
+            "busy",
+        )
+            .into_response(),
+        "unavailable-once" => {
+            axum::Json(json!({"attempt": attempt, "input": input})).into_response()
+        }
         "cold" => (
             [("X-Cold-Start", "true"), ("X-Init-Duration-Ms", "250")],
             axum::Json(json!({"cold": true})),
@@ -479,11 +518,20 @@ async fn stub_handler(
             tokio::time::sleep(Duration::from_millis(arg)).await;
             axum::Json(json!({"slow": arg})).into_response()
         }
-        // Steered by the input: `sleepMs`, then a 500 if `failFirst` and this is attempt 1.
+        // Steered by the input: `sleepMs`, then on attempt 1 a 500 if `failFirst`, a 503 with
+        // `Retry-After: <n>` if `retryAfterFirst: n`.
         "script" => {
             let ms = input.get("sleepMs").and_then(Value::as_u64).unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            if input.get("failFirst") == Some(&json!(true)) && attempt == "1" {
+            let retry_after = input.get("retryAfterFirst").and_then(Value::as_u64);
+            if let (Some(secs), "1") = (retry_after, attempt.as_str()) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("Retry-After", secs.to_string())],
+                    "busy",
+                )
+                    .into_response()
+            } else if input.get("failFirst") == Some(&json!(true)) && attempt == "1" {
                 (StatusCode::INTERNAL_SERVER_ERROR, "scripted failure").into_response()
             } else {
                 axum::Json(json!({"attempt": attempt, "input": input})).into_response()

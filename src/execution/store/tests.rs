@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::execution::dead_letters::DeadLetterQuery;
 use crate::model::json_string;
 
 fn config(max_entries: usize) -> ExecutionStoreConfig {
@@ -26,6 +27,7 @@ fn succeed(store: &ExecutionStore, id: &str) {
         result: AttemptResult::Success(Some(json_string("out"))),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(effect.kind, EffectKind::Finalized(_)));
 }
@@ -97,6 +99,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Success(None),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(stale.kind, EffectKind::Stale));
     let retry = store.complete(Completion {
@@ -105,6 +108,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Failure(ErrorInfo::new("E", "m")),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(retry.kind, EffectKind::Retry(ref t) if t.attempt == 2));
     // The first attempt's task no longer dispatches.
@@ -118,6 +122,7 @@ async fn completions_follow_the_attempt_protocol() {
         result: AttemptResult::Success(None),
         cold_start: None,
         from_dispatcher: false,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(missing.kind, EffectKind::Missing));
 }
@@ -145,6 +150,7 @@ fn succeed_with(store: &ExecutionStore, id: &str, output_len: usize) {
         result: AttemptResult::Success(Some(json_string(&"o".repeat(output_len)))),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(effect.kind, EffectKind::Finalized(_)));
 }
@@ -254,6 +260,7 @@ async fn past_the_caller_deadline_no_attempt_starts_and_no_retry_is_scheduled() 
         result: AttemptResult::Failure(ErrorInfo::new("POOL_TIMEOUT", "t")),
         cold_start: None,
         from_dispatcher: true,
+        retry_delay: Duration::ZERO,
     });
     assert!(matches!(
         failed.kind,
@@ -263,4 +270,166 @@ async fn past_the_caller_deadline_no_attempt_starts_and_no_retry_is_scheduled() 
         })
     ));
     assert_eq!(store.status("r").unwrap().status, ExecutionState::Timeout);
+}
+
+/// Fails attempt after attempt until the execution ends (`maxRetries` 3 of the test function);
+/// whether it ended as a dead letter.
+fn fail_to_the_end(store: &ExecutionStore, id: &str) -> bool {
+    for attempt in 1..=3 {
+        let effect = store.complete(Completion {
+            execution_id: id,
+            attempt: Some(attempt),
+            result: AttemptResult::Failure(ErrorInfo::new("POOL_ERROR", "boom")),
+            cold_start: None,
+            from_dispatcher: true,
+            retry_delay: Duration::ZERO,
+        });
+        match effect.kind {
+            EffectKind::Retry(_) if attempt < 3 => {}
+            EffectKind::Finalized(f) if attempt == 3 => return f.dead_letter,
+            _ => panic!("attempt {attempt} of {id}: unexpected effect"),
+        }
+    }
+    unreachable!()
+}
+
+fn dead_letter_ids(store: &ExecutionStore, status: Option<ExecutionState>) -> Vec<String> {
+    let query = DeadLetterQuery {
+        status,
+        after: None,
+        limit: 100,
+    };
+    store
+        .dead_letters("f", &query)
+        .items
+        .iter()
+        .map(|s| s.execution_id.to_string())
+        .collect()
+}
+
+fn sync_task(id: &str) -> Task {
+    let mut t = task(id);
+    t.caller_deadline = Some(Instant::now() + Duration::from_secs(60));
+    t
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_failures_keep_their_request_as_dead_letters_until_evicted() {
+    let store = ExecutionStore::new(config(100));
+    // Async (no caller deadline): a dead letter. Sync: not. A success: not.
+    store.insert(task("a1")).unwrap();
+    store.insert(sync_task("s1")).unwrap();
+    store.insert(task("ok")).unwrap();
+    assert!(fail_to_the_end(&store, "a1"));
+    assert!(!fail_to_the_end(&store, "s1"));
+    succeed(&store, "ok");
+    assert!(matches!(
+        store.dead_letter("a1"),
+        DeadLetterLookup::Found { ref payload, .. } if payload.input.get() == "\"in\""
+    ));
+    assert!(matches!(
+        store.dead_letter("s1"),
+        DeadLetterLookup::NotDeadLetter
+    ));
+    assert!(matches!(
+        store.dead_letter("ok"),
+        DeadLetterLookup::NotDeadLetter
+    ));
+    assert!(matches!(store.dead_letter("no"), DeadLetterLookup::Missing));
+    assert_eq!(dead_letter_ids(&store, None), ["a1"]);
+    assert_eq!(dead_letter_ids(&store, Some(ExecutionState::Error)), ["a1"]);
+    assert!(dead_letter_ids(&store, Some(ExecutionState::Timeout)).is_empty());
+    // The kept request is charged to the byte budget: what the sync twin holds, plus it.
+    let t = task("a1");
+    let request = t.payload.input.get().len() + t.payload.body.len();
+    store.remove("ok");
+    let both = store.held_bytes();
+    store.remove("s1");
+    let async_only = store.held_bytes();
+    assert_eq!(async_only, (both - async_only) + request);
+    // `cleanup-ttl` releases outputs, not a dead letter's request; `ttl` ends it.
+    tokio::time::advance(Duration::from_secs(121)).await;
+    store.evict_expired();
+    assert!(matches!(
+        store.dead_letter("a1"),
+        DeadLetterLookup::Found { .. }
+    ));
+    assert_eq!(store.held_bytes(), async_only);
+    tokio::time::advance(Duration::from_secs(180)).await;
+    assert_eq!(store.evict_expired(), 1);
+    assert!(dead_letter_ids(&store, None).is_empty());
+    assert_eq!(store.held_bytes(), 0);
+}
+
+#[test]
+fn at_the_cap_the_oldest_dead_letters_go_first_and_leave_the_index() {
+    let store = ExecutionStore::new(config(3));
+    for id in ["d1", "d2", "d3"] {
+        store.insert(task(id)).unwrap();
+        store
+            .abort(id, Abort::Error(ErrorInfo::new("E", "e")))
+            .unwrap();
+    }
+    assert_eq!(dead_letter_ids(&store, None), ["d3", "d2", "d1"]);
+    store.insert(task("d4")).unwrap();
+    assert_eq!(dead_letter_ids(&store, None), ["d3", "d2"]);
+    // Paging: newest first, the cursor continues below the last item.
+    let page = store.dead_letters(
+        "f",
+        &DeadLetterQuery {
+            status: None,
+            after: None,
+            limit: 1,
+        },
+    );
+    assert_eq!(&*page.items[0].execution_id, "d3");
+    let next = store.dead_letters(
+        "f",
+        &DeadLetterQuery {
+            status: None,
+            after: page.next_cursor,
+            limit: 1,
+        },
+    );
+    assert_eq!(&*next.items[0].execution_id, "d2");
+    assert_eq!(next.next_cursor, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_whose_delay_passes_the_caller_deadline_ends_as_timeout() {
+    let store = ExecutionStore::new(config(10));
+    let mut early = task("early");
+    early.caller_deadline = Some(Instant::now() + Duration::from_millis(500));
+    let late = Task {
+        execution_id: Arc::from("late"),
+        ..early.clone()
+    };
+    store.insert(early).unwrap();
+    store.insert(late).unwrap();
+    let fail = |id, delay| {
+        store
+            .complete(Completion {
+                execution_id: id,
+                attempt: Some(1),
+                result: AttemptResult::Failure(ErrorInfo::new("POOL_ERROR", "503")),
+                cold_start: None,
+                from_dispatcher: true,
+                retry_delay: Duration::from_millis(delay),
+            })
+            .kind
+    };
+    // Starts before the deadline: scheduled. Would start at or after it: TIMEOUT now.
+    assert!(matches!(fail("early", 499), EffectKind::Retry(_)));
+    assert!(matches!(
+        fail("late", 500),
+        EffectKind::Finalized(Finalized {
+            outcome: Outcome::Timeout,
+            dead_letter: false,
+            ..
+        })
+    ));
+    assert_eq!(
+        store.status("late").unwrap().status,
+        ExecutionState::Timeout
+    );
 }

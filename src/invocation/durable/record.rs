@@ -33,6 +33,10 @@ pub struct DurableRecord {
     pub cold_start: bool,
     #[serde(default)]
     pub init_duration_ms: Option<i64>,
+    /// A dead letter's request (issue 11): the runtime body `{"input":…,"metadata":…}` of an
+    /// execution that ended in ERROR or TIMEOUT, kept for a redrive; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Box<RawValue>>,
 }
 
 impl DurableRecord {
@@ -49,10 +53,17 @@ impl DurableRecord {
         }
     }
 
+    /// Whether this record is a dead letter that can be re-driven.
+    pub fn is_dead_letter(&self) -> bool {
+        crate::execution::dead_letters::is_dead_letter_state(self.state) && self.request.is_some()
+    }
+
     /// Ends a record still QUEUED because its function was removed (the queue's message is
-    /// gone with it); `None` for any other state (a running attempt finishes by itself).
-    pub fn removed(&self) -> Option<DurableRecord> {
+    /// gone with it), keeping `request` (the message's body) as its dead letter; `None` for any
+    /// other state (a running attempt finishes by itself).
+    pub fn removed(&self, request: &[u8]) -> Option<DurableRecord> {
         (self.state == ExecutionState::Queued).then(|| DurableRecord {
+            request: raw_json(request),
             state: ExecutionState::Error,
             error: Some(ErrorInfo::new(
                 "FUNCTION_REMOVED",
@@ -110,11 +121,13 @@ pub(super) fn callback_step(
     }
 }
 
-pub(super) fn lost_step(error: ErrorInfo) -> RecordStep {
+/// Ends a record whose last attempt's replica was lost, keeping `request` as its dead letter.
+pub(super) fn lost_step(error: ErrorInfo, request: Option<Box<RawValue>>) -> RecordStep {
     Box::new(move |r: &DurableRecord| {
         (!r.state.is_terminal()).then(|| DurableRecord {
             state: ExecutionState::Error,
             error: Some(error.clone()),
+            request: request.clone(),
             output: None,
             finished_at: Some(crate::model::format_instant(chrono::Utc::now())),
             ..r.clone()
@@ -123,10 +136,14 @@ pub(super) fn lost_step(error: ErrorInfo) -> RecordStep {
 }
 
 pub(super) fn raw_or_null(raw: &[u8]) -> Box<RawValue> {
+    raw_json(raw).unwrap_or_else(|| boxed_raw(RawValue::NULL))
+}
+
+/// `raw` as JSON text, if it is.
+pub(crate) fn raw_json(raw: &[u8]) -> Option<Box<RawValue>> {
     std::str::from_utf8(raw)
         .ok()
         .and_then(|s| RawValue::from_string(s.to_owned()).ok())
-        .unwrap_or_else(|| boxed_raw(RawValue::NULL))
 }
 
 /// A callback routed to the replica holding the execution.

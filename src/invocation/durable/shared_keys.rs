@@ -103,6 +103,8 @@ impl InvocationService {
             error: None,
             cold_start: false,
             init_duration_ms: None,
+            // A sync execution is never a dead letter.
+            request: None,
         }
         .finished_as(&status, self.store.attempt(execution_id).unwrap_or(1));
         let id = execution_id.to_owned();

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::callbacks::{CompletionHandler, CompletionRequest, CompletionRoute, RouteOutcome};
+use super::dead_letters::DeadLetterIndex;
 use super::kv_executions::{ExecutionRecords, Transition};
 use super::kv_idempotency::{CLAIM_TTL, Claim, IdempotencyClaims};
 use super::queue::{
@@ -25,9 +26,11 @@ use super::queue_gauges::ClusterQueueGauges;
 use super::{NatsConnection, Placement};
 use crate::invocation::InvocationService;
 use crate::invocation::durable::{
-    DeliveryAck, DurableBackend, DurableDelivery, DurableError, DurableRecord, RecordStep,
+    DeadLetterEntry, DeadLetterLog, DeliveryAck, DurableBackend, DurableDelivery, DurableError,
+    DurableRecord, RecordStep,
 };
 use crate::metrics::Metrics;
+use crate::model::ExecutionState;
 use crate::registry::{FunctionLifecycle, FunctionRegistry, RegisteredFunction};
 
 /// How long a replica that does not hold an execution waits for the holder to answer a routed
@@ -45,6 +48,7 @@ pub struct NatsDurable {
     registry: Arc<FunctionRegistry>,
     max_payload_bytes: i32,
     gauges: Arc<ClusterQueueGauges>,
+    dead_letters: DeadLetterIndex,
 }
 
 /// What the durable path is wired into.
@@ -54,13 +58,21 @@ pub struct Wiring<'a> {
     pub metrics: &'a Metrics,
 }
 
+/// The store-wide bounds the shared records follow: their TTL, the largest request, and how
+/// many dead letters a function's index keeps (the execution store's entry cap).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub execution_ttl: Duration,
+    pub max_payload_bytes: usize,
+    pub max_dead_letters: usize,
+}
+
 /// Opens the buckets, installs the backend in `service`, serves routed callbacks and starts a
 /// pull loop for every registered function (now and later), until `stop`.
 pub async fn start(
     conn: &NatsConnection,
     placement: Placement,
-    execution_ttl: Duration,
-    max_payload_bytes: usize,
+    bounds: Bounds,
     wiring: Wiring<'_>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -75,7 +87,7 @@ pub async fn start(
     metrics.add_section(gauges.clone());
     let durable = Arc::new(NatsDurable {
         client: conn.client.clone(),
-        records: ExecutionRecords::open(conn, execution_ttl, placement).await?,
+        records: ExecutionRecords::open(conn, bounds.execution_ttl, placement).await?,
         queue,
         gauges,
         claims: IdempotencyClaims::open(conn, CLAIM_TTL, placement).await?,
@@ -84,9 +96,17 @@ pub async fn start(
         // The broker refuses messages above its own `max_payload` (1 MiB by default) whatever
         // the stream says; the smaller bound is the real one.
         max_payload_bytes: i32::try_from(
-            max_payload_bytes.min(conn.client.server_info().max_payload),
+            bounds
+                .max_payload_bytes
+                .min(conn.client.server_info().max_payload),
         )
         .unwrap_or(i32::MAX),
+        dead_letters: DeadLetterIndex::new(
+            conn,
+            placement,
+            bounds.execution_ttl,
+            bounds.max_dead_letters,
+        ),
     });
     durable
         .route
@@ -131,17 +151,28 @@ impl NatsDurable {
     }
 
     /// The function is being removed: its queued executions end with FUNCTION_REMOVED, as
-    /// the memory queue ends its own (their messages go with the stream).
+    /// the memory queue ends its own, each a dead letter with its message's body.
     async fn end_queued(&self, function: &str) {
-        let ids = match self.queue.stored_ids(function).await {
-            Ok(ids) => ids,
+        let stored = match self.queue.stored(function).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(function, error = %e, "listing queued executions failed");
                 return;
             }
         };
-        for id in ids {
-            let step = |bytes: &Bytes| decode(bytes).and_then(|r| r.removed()).map(|r| encode(&r));
+        for (id, body) in stored {
+            if self
+                .index_dead_letter(function, &id, ExecutionState::Error)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let step = |bytes: &Bytes| {
+                decode(bytes)
+                    .and_then(|r| r.removed(&body))
+                    .map(|r| encode(&r))
+            };
             if let Err(e) = self.records.transition(&id, step).await {
                 tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed");
             }
@@ -212,6 +243,29 @@ impl DurableBackend for NatsDurable {
                     self.gauges.publish_failed();
                     Err(unavailable(e))
                 }
+            }
+        }
+        .boxed()
+    }
+
+    fn requeue(
+        &self,
+        function: &str,
+        execution_id: &str,
+        attempt: u32,
+        body: Bytes,
+        delay: Duration,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let (function, id) = (function.to_owned(), execution_id.to_owned());
+        async move {
+            match self
+                .queue
+                .publish_retry(&function, &id, attempt, body, delay)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(PublishError::QueueFull(_)) => Err(DurableError::Full(function)),
+                Err(e) => Err(unavailable(e)),
             }
         }
         .boxed()
@@ -317,6 +371,63 @@ impl DurableBackend for NatsDurable {
                 self.route.request(&id, body, ROUTE_TIMEOUT).await,
                 Ok(RouteOutcome::Applied(_))
             )
+        }
+        .boxed()
+    }
+}
+
+impl DeadLetterLog for NatsDurable {
+    fn index_dead_letter(
+        &self,
+        function: &str,
+        execution_id: &str,
+        state: ExecutionState,
+    ) -> BoxFuture<'_, Result<(), DurableError>> {
+        let (function, id) = (function.to_owned(), execution_id.to_owned());
+        async move {
+            let state = if state == ExecutionState::Timeout {
+                "timeout"
+            } else {
+                "error"
+            };
+            self.dead_letters
+                .add(&function, &id, state)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(execution_id = %id, error = %e, "indexing a dead letter failed");
+                    unavailable(e)
+                })
+        }
+        .boxed()
+    }
+
+    fn dead_letter_entries(
+        &self,
+        function: &str,
+        before: Option<u64>,
+        max: usize,
+    ) -> BoxFuture<'_, Result<(Vec<DeadLetterEntry>, bool), DurableError>> {
+        let function = function.to_owned();
+        async move {
+            self.connected()?;
+            let (entries, exhausted) = self
+                .dead_letters
+                .older_than(&function, before, max)
+                .await
+                .map_err(unavailable)?;
+            let entries = entries
+                .into_iter()
+                .map(|e| DeadLetterEntry {
+                    sequence: e.sequence,
+                    execution_id: e.execution_id,
+                    state: match e.state.as_str() {
+                        "error" => Some(ExecutionState::Error),
+                        "timeout" => Some(ExecutionState::Timeout),
+                        _ => None,
+                    },
+                })
+                .collect();
+            Ok((entries, exhausted))
         }
         .boxed()
     }
@@ -431,7 +542,12 @@ async fn run_lifecycle(
                     };
                     tracker.spawn(async move { service.accept_delivery(delivery).await });
                 };
-                // The loop ends with its token (removal, re-registration, shutdown).
+                // The loops end with their token (removal, re-registration, shutdown).
+                drop(
+                    durable
+                        .queue
+                        .spawn_retry_mover(function.name(), token.clone()),
+                );
                 drop(
                     durable
                         .queue

@@ -11,6 +11,8 @@ pub mod backend;
 pub mod callbacks;
 pub mod catalog;
 pub mod connect;
+pub mod dead_letters;
+pub mod delayed;
 pub mod durable;
 pub mod kv_executions;
 pub mod kv_functions;

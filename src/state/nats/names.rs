@@ -75,6 +75,23 @@ impl Names {
         format!("{}.invoke.{}", self.prefix, encode_token(function))
     }
 
+    /// The dead-letter index of one function (issue 11): which executions became dead letters,
+    /// newest last. Per function for the same reason as [`Names::invocation_stream`], and so that
+    /// a listing walks only that function's entries.
+    pub fn dead_letter_stream(&self, function: &str) -> String {
+        format!("{}_deadletters_{}", self.prefix, encode_token(function))
+    }
+
+    /// The subject a function's dead-letter index entries are published on.
+    pub fn dead_letter_subject(&self, function: &str) -> String {
+        format!("{}.deadletter.{}", self.prefix, encode_token(function))
+    }
+
+    /// The subject a function's delayed retries wait on, in its invocation stream.
+    pub fn retry_subject(&self, function: &str) -> String {
+        format!("{}.retry.{}", self.prefix, encode_token(function))
+    }
+
     /// Core-NATS request subject for `:complete` callbacks that reached a non-holder.
     pub fn complete_subject(&self) -> String {
         format!("{}.complete", self.prefix)

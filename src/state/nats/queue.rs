@@ -42,6 +42,8 @@ pub const CONSUMER: &str = "dispatch";
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// The message header carrying the execution id (JetStream's dedupe header).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// The execution id of a message whose `Nats-Msg-Id` is not it (a retry, `delayed.rs`).
+pub const EXECUTION_ID_HEADER: &str = "Nanofaas-Execution-Id";
 
 /// The broker-side bounds of one function's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,8 @@ pub struct Delivery {
     /// 1 for the first delivery, then +1 on every redelivery (ack deadline passed, or nak).
     pub attempt: u64,
     pub stream_sequence: u64,
+    /// When a delayed retry (`delayed.rs`) is due, in Unix milliseconds.
+    pub due_unix_ms: Option<u64>,
     acker: Acker,
 }
 
@@ -197,6 +201,14 @@ impl InvocationQueue {
         }
     }
 
+    pub(super) fn names(&self) -> &Names {
+        &self.names
+    }
+
+    pub(super) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     /// Creates the function's stream and consumer, or updates their bounds (a scale or a
     /// re-registration with another `queueSize`/`concurrency`/`timeoutMs`). Idempotent, so
     /// every replica may call it.
@@ -209,7 +221,12 @@ impl InvocationQueue {
         self.jetstream
             .create_or_update_stream(stream::Config {
                 name: self.names.invocation_stream(function),
-                subjects: vec![self.names.invoke_subject(function)],
+                // Delayed retries wait in the same stream, so they keep their place of its
+                // capacity (`delayed.rs`).
+                subjects: vec![
+                    self.names.invoke_subject(function),
+                    self.names.retry_subject(function),
+                ],
                 retention: RetentionPolicy::WorkQueue,
                 discard: DiscardPolicy::New,
                 max_messages: config.capacity.max(1),
@@ -227,6 +244,7 @@ impl InvocationQueue {
             .create_consumer(pull::Config {
                 durable_name: Some(CONSUMER.to_owned()),
                 description: Some(format!("nanofaas dispatch of {function}")),
+                filter_subject: self.names.invoke_subject(function),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: config.ack_wait,
@@ -236,6 +254,14 @@ impl InvocationQueue {
                 max_deliver: -1,
                 ..Default::default()
             })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        stream
+            .create_consumer(super::delayed::retry_consumer(
+                function,
+                self.names.retry_subject(function),
+                config,
+            ))
             .await
             .map_err(|e| unavailable(&e))?;
         Ok(())
@@ -282,10 +308,10 @@ impl InvocationQueue {
         }
     }
 
-    /// The execution ids still stored in the function's queue (waiting, or delivered and not
-    /// acked), oldest first. Reads at most the stream's sequence range, which the capacity
-    /// bounds for a live queue; stops once every stored message was found.
-    pub async fn stored_ids(&self, function: &str) -> Result<Vec<String>, QueueError> {
+    /// The execution ids and payloads still stored in the function's queue (waiting, or
+    /// delivered and not acked), oldest first. Reads at most the stream's sequence range, which
+    /// the capacity bounds for a live queue; stops once every stored message was found.
+    pub async fn stored(&self, function: &str) -> Result<Vec<(String, Bytes)>, QueueError> {
         const MAX_SCAN: u64 = 100_000;
         let mut stream = self.stream(function).await?;
         let state = stream
@@ -307,9 +333,9 @@ impl InvocationQueue {
             }
             // A gap is a message acked in the meantime.
             if let Ok(message) = stream.get_raw_message(sequence).await
-                && let Some(id) = message.headers.get(MSG_ID_HEADER)
+                && let Some(id) = execution_id_of(&message.headers)
             {
-                ids.push(id.as_str().to_owned());
+                ids.push((id, message.payload));
             }
         }
         Ok(ids)
@@ -342,14 +368,26 @@ impl InvocationQueue {
         sink: Arc<dyn DeliverySink>,
         stop: CancellationToken,
     ) -> JoinHandle<()> {
+        self.spawn_consumer_loop(function, CONSUMER, sink, stop)
+    }
+
+    /// [`Self::spawn_pull_loop`] on another of the function's consumers.
+    pub(super) fn spawn_consumer_loop(
+        &self,
+        function: &str,
+        consumer: &'static str,
+        sink: Arc<dyn DeliverySink>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
         let queue = self.clone();
         let function: Arc<str> = Arc::from(function);
-        tokio::spawn(async move { queue.pull_loop(function, sink, stop).await })
+        tokio::spawn(async move { queue.pull_loop(function, consumer, sink, stop).await })
     }
 
     async fn pull_loop(
         &self,
         function: Arc<str>,
+        consumer: &'static str,
         sink: Arc<dyn DeliverySink>,
         stop: CancellationToken,
     ) {
@@ -361,7 +399,7 @@ impl InvocationQueue {
             }
         };
         while !stop.is_cancelled() {
-            let messages = match self.open_pull(&function).await {
+            let messages = match self.open_pull(&function, consumer).await {
                 Ok(messages) => messages,
                 Err(QueueError::NoQueue(_)) => {
                     tracing::info!(function = %function, "queue removed; pull loop ends");
@@ -396,10 +434,14 @@ impl InvocationQueue {
         }
     }
 
-    async fn open_pull(&self, function: &str) -> Result<pull::Stream, QueueError> {
+    async fn open_pull(
+        &self,
+        function: &str,
+        consumer: &'static str,
+    ) -> Result<pull::Stream, QueueError> {
         let stream = self.stream(function).await?;
         let consumer = stream
-            .get_consumer::<pull::Config>(CONSUMER)
+            .get_consumer::<pull::Config>(consumer)
             .await
             .map_err(|e| {
                 if consumer_missing(e.as_ref()) {
@@ -421,7 +463,10 @@ impl InvocationQueue {
             .map_err(|e| QueueError::Unavailable(e.to_string()))
     }
 
-    async fn stream(&self, function: &str) -> Result<jetstream::stream::Stream, QueueError> {
+    pub(super) async fn stream(
+        &self,
+        function: &str,
+    ) -> Result<jetstream::stream::Stream, QueueError> {
         self.jetstream
             .get_stream(self.names.invocation_stream(function))
             .await
@@ -444,15 +489,13 @@ fn to_delivery(function: &Arc<str>, message: jetstream::Message) -> Option<Deliv
         }
     };
     let (message, acker) = message.split();
-    let execution_id = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(MSG_ID_HEADER))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
+    let headers = message.headers.unwrap_or_default();
     Some(Delivery {
         function: function.clone(),
-        execution_id,
+        execution_id: execution_id_of(&headers).unwrap_or_default(),
+        due_unix_ms: headers
+            .get(super::delayed::DUE_HEADER)
+            .and_then(|v| v.as_str().parse().ok()),
         payload: message.payload,
         attempt,
         stream_sequence,
@@ -460,9 +503,21 @@ fn to_delivery(function: &Arc<str>, message: jetstream::Message) -> Option<Deliv
     })
 }
 
+/// The execution a stored message is for: its own header, else its message id.
+fn execution_id_of(headers: &async_nats::HeaderMap) -> Option<String> {
+    headers
+        .get(EXECUTION_ID_HEADER)
+        .or_else(|| headers.get(MSG_ID_HEADER))
+        .map(|v| v.as_str().to_owned())
+}
+
 /// Maps a publish failure: the broker refuses a publish beyond `max_msgs` (discard-new) with
 /// error 10077 "maximum messages exceeded"; that, and only that, is a full queue.
-fn publish_error(function: &str, size: usize, e: jetstream::context::PublishError) -> PublishError {
+pub(super) fn publish_error(
+    function: &str,
+    size: usize,
+    e: jetstream::context::PublishError,
+) -> PublishError {
     match e.kind() {
         PublishErrorKind::StreamNotFound => return PublishError::NoQueue(function.to_owned()),
         PublishErrorKind::MaxPayloadExceeded => return PublishError::TooLarge { size },
