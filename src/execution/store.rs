@@ -80,19 +80,24 @@ impl Inner {
     }
 
     /// Stores a record's new terminal state: `held` was its charge while in flight. A record
-    /// that kept a dead letter is indexed.
-    fn finished(&mut self, execution_id: Arc<str>, held: usize, now_held: usize) {
-        let Some(record) = self.records.get_mut(&execution_id) else {
-            return;
-        };
-        record.function.store_share.sub(held);
-        if record.dead_letter.is_some() {
+    /// that kept a dead letter is indexed (the only case that looks the record up again).
+    fn finished(
+        &mut self,
+        execution_id: Arc<str>,
+        held: usize,
+        now_held: usize,
+        finalized: &Finalized,
+    ) {
+        finalized.function.store_share.sub(held);
+        self.bytes = self.bytes - held + now_held;
+        if finalized.dead_letter
+            && let Some(record) = self.records.get_mut(&execution_id)
+        {
             let seq =
                 self.dead_letters
                     .add(record.function.name(), execution_id.clone(), record.state);
             record.dead_letter_seq = Some(seq);
         }
-        self.bytes = self.bytes - held + now_held;
         self.terminal_order.push_back(execution_id);
     }
 }
@@ -448,7 +453,7 @@ impl ExecutionStore {
         };
         let finalized = Finalized::take(record, outcome, start);
         let id = record.execution_id.clone();
-        inner.finished(id, held, now_held);
+        inner.finished(id, held, now_held, &finalized);
         // An output may take the store over its byte budget: older finished records make room
         // (never this one, whose caller may still read it).
         while inner.bytes > self.config.max_bytes && inner.terminal_order.len() > 1 {
@@ -497,7 +502,7 @@ impl ExecutionStore {
         record.start_kind_counted = true;
         let now_held = record.held_bytes();
         let finalized = Finalized::take(record, outcome, None);
-        inner.finished(execution_id, held, now_held);
+        inner.finished(execution_id, held, now_held, &finalized);
         Some(finalized)
     }
 
