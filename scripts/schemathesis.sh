@@ -1,3 +1,24 @@
+run_schemathesis() {
+  schemathesis --no-color --config-file scripts/schemathesis.toml run "$base/v3/api-docs" \
+    --checks all \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
+    --seed "${SCHEMATHESIS_SEED:-1}" \
+    --generation-database none \
+    --workers 2 \
+    --report junit --report-dir "$work/report" 2>&1 | tee "$work/schemathesis.out"
+  return "${PIPESTATUS[0]}"
+}
+status=0
+run_schemathesis || status=$?
+# A crash inside the tool itself (seen once: Python's "AST constructor recursion depth mismatch"
+# under hypothesis, reported as a "Runtime Error" with no failed check) says nothing about the
+# API: run once more. A failed check is never retried.
+if [ "$status" -ne 0 ] && ! grep -q "FAILURES" "$work/schemathesis.out" \
+  && grep -q "Runtime Error" "$work/schemathesis.out"; then
+  echo "schemathesis itself crashed (no check failed); running it once more" >&2
+  status=0
+  run_schemathesis || status=$?
+fi
 #!/usr/bin/env bash
 # Runs schemathesis (all checks) against the control-plane binary with the document it serves at
 # /v3/api-docs. Usage: scripts/schemathesis.sh [BINARY]  (default: builds and uses the debug one).
