@@ -446,6 +446,8 @@ async fn a_late_slot_release_of_a_deleted_function_does_not_free_a_slot_of_its_s
         .await;
     enqueue_id(&app, "f", json!(0)).await;
     eventually("old dispatched", || async { old.requests().len() == 1 }).await;
+    // Queued behind it: ended by the removal, unlike what the successor accepts meanwhile.
+    let queued = enqueue_id(&app, "f", json!("queued")).await;
     let r = app
         .client
         .delete(format!("{}/v1/functions/f", app.base))
@@ -470,5 +472,16 @@ async fn a_late_slot_release_of_a_deleted_function_does_not_free_a_slot_of_its_s
         *new.in_flight.lock().unwrap(),
         (0, 1),
         "the new function exceeded its concurrency"
+    );
+    eventually("the old queued execution ended", || async {
+        status_of(&app, &queued).await == "error"
+    })
+    .await;
+    let (_, ended) = app.get_json(&format!("/v1/executions/{queued}")).await;
+    assert_eq!(ended["error"]["code"], "FUNCTION_REMOVED");
+    assert_eq!(
+        old.requests().len(),
+        1,
+        "the removed function ran only its first"
     );
 }

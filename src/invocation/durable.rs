@@ -222,6 +222,7 @@ impl InvocationService {
             cold_start: false,
             init_duration_ms: None,
             request: None,
+            registration: self.registry.revision(function),
         };
         if let Err(e) = backend.create(&execution_id, &record).await {
             if let Some(key) = &input.idempotency_key {

@@ -37,6 +37,12 @@ pub struct DurableRecord {
     /// execution that ended in ERROR or TIMEOUT, kept for a redrive; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Box<RawValue>>,
+    /// The catalog revision of the function's registration when the execution was accepted:
+    /// removing that registration ends the execution while it is queued, removing an earlier
+    /// one (a delete racing a re-registration of the name) does not. Absent: ended by any
+    /// removal of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<u64>,
 }
 
 impl DurableRecord {
@@ -56,6 +62,18 @@ impl DurableRecord {
     /// Whether this record is a dead letter that can be re-driven.
     pub fn is_dead_letter(&self) -> bool {
         crate::execution::dead_letters::is_dead_letter_state(self.state) && self.request.is_some()
+    }
+
+    /// Whether removing the registration whose last catalog revision is `last` ends this
+    /// execution: it was accepted by that registration or an earlier one, not a later one. A
+    /// removal without a revision (a registration rolled back before it was recorded) ends
+    /// only records from before revisions were stamped.
+    pub fn accepted_by_removed(&self, last: Option<u64>) -> bool {
+        match (self.registration, last) {
+            (Some(accepted), Some(last)) => accepted <= last,
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
     }
 
     /// Ends a record still QUEUED because its function was removed (the queue's message is

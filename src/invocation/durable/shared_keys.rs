@@ -105,6 +105,8 @@ impl InvocationService {
             init_duration_ms: None,
             // A sync execution is never a dead letter.
             request: None,
+            // Its record is terminal: no removal ends it.
+            registration: None,
         }
         .finished_as(&status, self.store.attempt(execution_id).unwrap_or(1));
         let id = execution_id.to_owned();
