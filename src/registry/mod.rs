@@ -109,6 +109,14 @@ impl FunctionRegistry {
         write(&self.listeners).push(listener);
     }
 
+    /// The catalog revision of `name`'s record as this replica knows it (`None` with the memory
+    /// backend). Revisions only grow, so every revision of a registration is below every revision
+    /// of a later registration of the same name: while a function is being removed (inside its
+    /// listeners' `on_remove`) this is the removed registration's last revision.
+    pub fn revision(&self, name: &str) -> Option<u64> {
+        lock(&self.revisions).get(name).copied()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<RegisteredFunction>> {
         read(&self.functions).get(name).cloned()
     }
@@ -341,6 +349,8 @@ impl FunctionRegistry {
         for listener in &listeners {
             listener.on_remove(name);
         }
+        // Listeners read the removed registration's last revision (`revision`) while removing.
+        lock(&self.revisions).remove(name);
         if let Some(provider) = function
             .deployment_backend
             .and_then(|id| self.providers.by_id(id))
@@ -413,7 +423,8 @@ impl FunctionRegistry {
     }
 
     /// Deletes `name`'s record at the revision this replica knows, re-reading it once if it
-    /// moved on (a replica change made elsewhere). Gone already: another replica deleted it.
+    /// moved on (a replica change made elsewhere; the re-read revision is then the one known,
+    /// so that it is the removed registration's last). Gone already: another replica deleted it.
     async fn delete_record(
         &self,
         catalog: &dyn FunctionCatalog,
@@ -427,16 +438,18 @@ impl FunctionRegistry {
         match first {
             Ok(()) => {}
             Err(CatalogError::Conflict) => match catalog.get(name).await {
-                Ok(Some((_, rev))) => catalog
-                    .delete(name, rev)
-                    .await
-                    .map_err(|e| catalog_error(name, e))?,
+                Ok(Some((_, rev))) => {
+                    catalog
+                        .delete(name, rev)
+                        .await
+                        .map_err(|e| catalog_error(name, e))?;
+                    lock(&self.revisions).insert(name.to_owned(), rev);
+                }
                 Ok(None) => return Err(RegistryError::NotFound(name.to_owned())),
                 Err(e) => return Err(catalog_error(name, e)),
             },
             Err(e) => return Err(catalog_error(name, e)),
         }
-        lock(&self.revisions).remove(name);
         Ok(())
     }
 

@@ -79,13 +79,14 @@ impl FunctionRegistry {
     }
 
     async fn apply_delete(&self, name: &str, revision: u64) {
-        lock(&self.revisions).remove(name);
         let Some(function) = write(&self.functions).remove(name) else {
+            lock(&self.revisions).remove(name);
             return;
         };
         for listener in read(&self.listeners).clone() {
             listener.on_remove(name);
         }
+        lock(&self.revisions).remove(name);
         if let Some(provider) = function
             .deployment_backend
             .and_then(|id| self.providers.by_id(id))

@@ -21,6 +21,15 @@ pub struct DurableRecord {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// W3C trace context of the enqueue (issue 11), forwarded on every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    /// `X-Callback-Url` (issue 11): the replica whose write makes the record terminal posts the
+    /// result there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -37,6 +46,12 @@ pub struct DurableRecord {
     /// execution that ended in ERROR or TIMEOUT, kept for a redrive; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Box<RawValue>>,
+    /// The catalog revision of the function's registration when the execution was accepted:
+    /// removing that registration ends the execution while it is queued, removing an earlier
+    /// one (a delete racing a re-registration of the name) does not. Absent: ended by any
+    /// removal of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<u64>,
 }
 
 impl DurableRecord {
@@ -56,6 +71,30 @@ impl DurableRecord {
     /// Whether this record is a dead letter that can be re-driven.
     pub fn is_dead_letter(&self) -> bool {
         crate::execution::dead_letters::is_dead_letter_state(self.state) && self.request.is_some()
+    }
+
+    /// The final attempt's run time, from its start to its end; zero when it never started.
+    pub fn run_duration(&self) -> std::time::Duration {
+        let instant = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        match (instant(&self.started_at), instant(&self.finished_at)) {
+            (Some(started), Some(finished)) => (finished - started).to_std().unwrap_or_default(),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Whether removing the registration whose last catalog revision is `last` ends this
+    /// execution: it was accepted by that registration or an earlier one, not a later one. A
+    /// removal without a revision (a registration rolled back before it was recorded) ends
+    /// only records from before revisions were stamped.
+    pub fn accepted_by_removed(&self, last: Option<u64>) -> bool {
+        match (self.registration, last) {
+            (Some(accepted), Some(last)) => accepted <= last,
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
     }
 
     /// Ends a record still QUEUED because its function was removed (the queue's message is

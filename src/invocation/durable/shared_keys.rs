@@ -97,6 +97,9 @@ impl InvocationService {
             attempt: 1,
             idempotency_key: Some(idempotency_key.to_owned()),
             trace_id: None,
+            traceparent: None,
+            tracestate: None,
+            callback_url: None,
             started_at: None,
             finished_at: None,
             output: None,
@@ -105,6 +108,8 @@ impl InvocationService {
             init_duration_ms: None,
             // A sync execution is never a dead letter.
             request: None,
+            // Its record is terminal: no removal ends it.
+            registration: None,
         }
         .finished_as(&status, self.store.attempt(execution_id).unwrap_or(1));
         let id = execution_id.to_owned();

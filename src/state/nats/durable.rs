@@ -118,7 +118,10 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("serving routed callbacks: {e}"))?;
     service.install_durable(durable.clone());
     let (tx, rx) = mpsc::unbounded_channel();
-    let loops = Arc::new(PullLoops { tx });
+    let loops = Arc::new(PullLoops {
+        tx,
+        registry: Arc::downgrade(&registry),
+    });
     registry.add_listener(loops.clone());
     for function in registry.list() {
         let _ = loops.on_register(&function);
@@ -150,9 +153,11 @@ impl NatsDurable {
         }
     }
 
-    /// The function is being removed: its queued executions end with FUNCTION_REMOVED, as
-    /// the memory queue ends its own, each a dead letter with its message's body.
-    async fn end_queued(&self, function: &str) {
+    /// The function's registration whose last catalog revision is `last` was removed: its
+    /// queued executions end with FUNCTION_REMOVED, as the memory queue ends its own, each a
+    /// dead letter with its message's body and announced (its result webhook). Executions a
+    /// re-registration of the name accepted in the meantime share the stream and are left alone.
+    async fn end_queued(&self, function: &str, last: Option<u64>, service: &InvocationService) {
         let stored = match self.queue.stored(function).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -161,6 +166,19 @@ impl NatsDurable {
             }
         };
         for (id, body) in stored {
+            match self.records.get(&id).await {
+                Ok(Some(current)) => {
+                    if !decode(&current.value).is_some_and(|r| r.accepted_by_removed(last)) {
+                        continue;
+                    }
+                }
+                // Gone (expired): nothing to end.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, error = %e, "reading a removed function's execution failed");
+                    continue;
+                }
+            }
             if self
                 .index_dead_letter(function, &id, ExecutionState::Error)
                 .await
@@ -173,8 +191,16 @@ impl NatsDurable {
                     .and_then(|r| r.removed(&body))
                     .map(|r| encode(&r))
             };
-            if let Err(e) = self.records.transition(&id, step).await {
-                tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed");
+            match self.records.transition(&id, step).await {
+                Ok(Transition::Applied(entry)) => {
+                    if let Some(record) = decode(&entry.value) {
+                        service.announce_record(&id, &record);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed")
+                }
             }
         }
     }
@@ -480,13 +506,15 @@ impl DeliveryAck for Ack {
 
 enum LifecycleEvent {
     Registered(Arc<RegisteredFunction>),
-    Removed(String),
+    /// A name and the removed registration's last catalog revision.
+    Removed(String, Option<u64>),
 }
 
 /// Registry listener: lifecycle events go, in order, to one task that sets up or tears down
 /// each function's stream and pull loop (the listener itself must not block).
 struct PullLoops {
     tx: mpsc::UnboundedSender<LifecycleEvent>,
+    registry: std::sync::Weak<FunctionRegistry>,
 }
 
 impl FunctionLifecycle for PullLoops {
@@ -496,7 +524,9 @@ impl FunctionLifecycle for PullLoops {
     }
 
     fn on_remove(&self, name: &str) {
-        let _ = self.tx.send(LifecycleEvent::Removed(name.to_owned()));
+        // Read now: the registry forgets the revision once its listeners are done.
+        let last = self.registry.upgrade().and_then(|r| r.revision(name));
+        let _ = self.tx.send(LifecycleEvent::Removed(name.to_owned(), last));
     }
 }
 
@@ -554,7 +584,7 @@ async fn run_lifecycle(
                         .spawn_pull_loop(function.name(), Arc::new(sink), token),
                 );
             }
-            Some(LifecycleEvent::Removed(name)) => {
+            Some(LifecycleEvent::Removed(name, last)) => {
                 if let Some(token) = loops.remove(&name) {
                     token.cancel();
                 }
@@ -562,7 +592,7 @@ async fn run_lifecycle(
                 // re-registration's first publish into it and lose an accepted execution. A
                 // re-registered function's pull loop acks the removed executions' messages,
                 // whose records are terminal.
-                durable.end_queued(&name).await;
+                durable.end_queued(&name, last, &service).await;
             }
         }
     }
