@@ -44,11 +44,12 @@ work=$(mktemp -d)
 log="$work/control-plane.log"
 
 # Every optional module the API port exposes is on, so that every route is exercised. POOL
-# endpoints are limited to loopback: generated host names are never looked up or called (a
-# registration elsewhere is a documented 400).
+# endpoints and result webhooks are limited to loopback: generated host names are never looked
+# up or called (a registration or an X-Callback-Url elsewhere is a documented 400).
 SERVER_PORT=$api_port MANAGEMENT_SERVER_PORT=$management_port \
   NANOFAAS_ASYNC_QUEUE_ENABLED=true NANOFAAS_ADMIN_RUNTIME_CONFIG_ENABLED=true \
   NANOFAAS_POOL_ALLOWED_HOSTS=127.0.0.1 \
+  NANOFAAS_WEBHOOK_ALLOWED_HOSTS=127.0.0.1 NANOFAAS_WEBHOOK_MAX_ATTEMPTS=1 \
   NANOFAAS_SHUTDOWN_GRACE_PERIOD=2s RUST_LOG=warn \
   "$binary" >"$log" 2>&1 &
 pid=$!

@@ -52,7 +52,8 @@ fi
 # The async, callback, sync-queue and dead-letter test files once more on the NATS state backend: each app
 # gets a nats-server of its own (tests/common: NANOFAAS_TEST_STATE_BACKEND=nats).
 echo "== tests on the nats state backend"
-nats_suites=(--test async_queue --test callbacks_and_idempotency --test sync_queue_and_runtime_config --test dead_letters)
+nats_suites=(--test async_queue --test callbacks_and_idempotency --test sync_queue_and_runtime_config
+  --test dead_letters --test webhooks --test trace_context)
 if cargo nextest --version >/dev/null 2>&1; then
   NANOFAAS_TEST_STATE_BACKEND=nats cargo nextest run --locked --no-fail-fast "${nats_suites[@]}"
 else

@@ -22,6 +22,7 @@ pub mod runtime_config;
 pub mod server;
 pub mod state;
 pub mod support;
+pub mod webhook;
 
 // Entry points for fuzz targets and the corpus replay test; not an API.
 #[doc(hidden)]
@@ -56,6 +57,7 @@ use crate::state::nats::backend::NatsBackend;
 use crate::state::nats::catalog::NatsCatalog;
 use crate::state::nats::leader::NatsLeader;
 use crate::support::net_policy::NetPolicy;
+use crate::webhook::Webhooks;
 
 /// Shared handles given to every handler. axum clones the state for every request, so it is one
 /// `Arc` (one reference-count update per clone) that derefs to the handles.
@@ -84,6 +86,8 @@ pub struct Handles {
     /// The NATS state backend when `NANOFAAS_STATE_BACKEND=nats` (`None` = memory: no NATS code
     /// runs). Its connection exists once `serve` connected; adapters take it from here.
     pub nats: Option<Arc<NatsBackend>>,
+    /// Result webhooks of `:enqueue` (issue 11): checks `X-Callback-Url`, delivers results.
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// The assembled control plane, not yet listening.
@@ -128,6 +132,15 @@ impl App {
             sync_settings.clone(),
             metrics.clone(),
         ));
+        let webhooks = Arc::new(
+            Webhooks::http(
+                &config.webhook,
+                net_policy.clone(),
+                &config.http_client.resolve_overrides,
+            )
+            .context("building the webhook HTTP client")?,
+        );
+        store.set_result_listener(webhooks.clone());
         let dispatcher = Dispatcher::new(&config.http_client, net_policy)
             .context("building the runtime HTTP client")?;
         let invocations = InvocationService::new(invocation::Parts {
@@ -192,6 +205,7 @@ impl App {
             }));
             NatsParts { catalog, leader }
         });
+        metrics.add_section(webhooks.clone());
         let state = AppState(Arc::new(Handles {
             config,
             registry,
@@ -202,6 +216,7 @@ impl App {
             auth,
             health,
             nats,
+            webhooks,
         }));
         Ok(App {
             api: api::router(state.clone()),
@@ -378,6 +393,14 @@ impl BoundApp {
             tracing::warn!(
                 in_flight = tracker.len(),
                 "grace period over with dispatches still running"
+            );
+        }
+        // Results of the drained dispatches are announced; their webhooks get what is left.
+        let undelivered = state.webhooks.drain(deadline).await;
+        if undelivered > 0 {
+            tracing::warn!(
+                undelivered,
+                "grace period over with result webhooks still pending"
             );
         }
         if let Some(autoscaler) = autoscaler {

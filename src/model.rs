@@ -88,6 +88,17 @@ pub enum ExecutionState {
 }
 
 impl ExecutionState {
+    /// The lower-case name JSON uses (`success`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Queued => "queued",
+            ExecutionState::Running => "running",
+            ExecutionState::Success => "success",
+            ExecutionState::Error => "error",
+            ExecutionState::Timeout => "timeout",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

@@ -1,10 +1,12 @@
 //! Invocation API: E6 `:invoke`, E7 `:enqueue`, E8 execution status, E9 runtime callbacks.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +25,8 @@ use crate::AppState;
 use crate::invocation::InvokeInput;
 use crate::model::{CallbackBody, ExecutionStatus, InvocationResponse, InvocationStatus, compact};
 use crate::support::schema;
+use crate::support::trace_context::{TraceContext, parse_traceparent};
+use tracing::Instrument as _;
 
 /// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -80,6 +84,26 @@ struct KeyHeaders {
         pattern = "^[\t -~]*$"
     )]
     trace_id: String,
+    /// W3C trace context, forwarded to the function on every attempt. Invalid or absent: a new
+    /// trace starts (its trace id is `X-Trace-Id` when that is 32 hex digits or a UUID); never
+    /// an error (docs/tracing.md).
+    #[param(rename = "traceparent", required = false)]
+    traceparent: String,
+    /// Vendor trace state, forwarded with a valid `traceparent` (at most 512 characters kept).
+    #[param(rename = "tracestate", required = false)]
+    tracestate: String,
+}
+
+/// `:enqueue`'s result webhook (documentation: `callback_url` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CallbackHeader {
+    /// Where the execution's result (the body of `GET /v1/executions/{id}`) is POSTed once it
+    /// is terminal (docs/webhooks.md). An absolute http/https URL permitted by the outbound
+    /// policy (docs/ssrf.md); anything else is a 400. Blank is absent.
+    #[param(rename = "X-Callback-Url", required = false, max_length = 2048)]
+    callback_url: String,
 }
 
 /// `:invoke`'s wait (documentation: `timeout_header` reads it).
@@ -118,7 +142,35 @@ pub(crate) fn invoke_input(
         metadata,
         idempotency_key,
         trace_id,
+        // Set by the handler, from the trace layer (`api::trace`).
+        trace: None,
+        callback_url: None,
     })
+}
+
+/// `X-Callback-Url` of `:enqueue`: absent or blank is `None`; sent more than once, not text, or
+/// refused by the webhook rules is a 400.
+fn callback_url(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
+    const NAME: &str = "X-Callback-Url";
+    let mut values = headers.get_all(NAME).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(format!("{NAME} must be given once")));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest(format!("{NAME} must be visible ASCII")))?
+        .trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    state
+        .webhooks
+        .check_callback_url(text)
+        .map_err(|reason| ApiError::BadRequest(format!("{NAME} {reason}")))?;
+    Ok(Some(Arc::from(text)))
 }
 
 /// `metadata` as a string → string map, forwarded as received when it already is one; scalar
@@ -158,6 +210,7 @@ pub async fn function_action(
     State(state): State<AppState>,
     Segment(segment): Segment,
     headers: HeaderMap,
+    trace: Option<Extension<TraceContext>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (name, sync) = match split_action(&segment) {
@@ -165,12 +218,33 @@ pub async fn function_action(
         Some((name, "enqueue")) => (name, false),
         _ => return Ok(super::functions::method_not_allowed(&segment)),
     };
-    let input = invoke_input(name, &headers, body)?;
-    if sync {
-        invoke(state, name, &headers, input).await
-    } else {
-        enqueue(state, name, input).await
+    let mut input = invoke_input(name, &headers, body)?;
+    // The trace layer read the trace context and runs this request in its span; a path it did
+    // not recognise as an invocation gets both here.
+    let span = match trace {
+        Some(Extension(trace)) => {
+            input.trace = Some(trace);
+            tracing::Span::none()
+        }
+        None => {
+            let trace = super::trace::trace_context(&headers, input.trace_id.as_deref());
+            let span = tracing::error_span!("invocation", trace_id = %trace.trace_id());
+            input.trace = Some(trace);
+            span
+        }
+    };
+    if !sync {
+        input.callback_url = callback_url(&state, &headers)?;
     }
+    async move {
+        if sync {
+            invoke(state, name, &headers, input).await
+        } else {
+            enqueue(state, name, input).await
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// Invoke a function and wait for its result (scope `invoke`).
@@ -226,6 +300,7 @@ async fn invoke(
     params(
         ("name" = String, Path, description = "Function name (may itself contain `:`)", pattern = "\\S"),
         KeyHeaders,
+        CallbackHeader,
     ),
     request_body = InvocationRequest,
     responses(
@@ -328,12 +403,24 @@ pub async fn complete(
             "executionId: Execution ID is required".into(),
         ]));
     }
-    // Runtimes are trusted to send JSON; the content type is not insisted upon.
-    let raw = body_bytes(body)?;
-    let callback: CallbackBody = json_object(&raw)?;
-    state
-        .invocations
-        .complete_callback(id, attempt_header(&headers), callback.into_result(), raw)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    // Logged with the execution's trace id: the runtime's traceparent, else the execution's.
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+        .map(|tp| tp[3..35].to_owned())
+        .or_else(|| state.invocations.store().trace_id(id));
+    let span = tracing::error_span!("callback", trace_id, execution_id = id);
+    async {
+        // Runtimes are trusted to send JSON; the content type is not insisted upon.
+        let raw = body_bytes(body)?;
+        let callback: CallbackBody = json_object(&raw)?;
+        state
+            .invocations
+            .complete_callback(id, attempt_header(&headers), callback.into_result(), raw)
+            .await;
+        Ok(StatusCode::NO_CONTENT)
+    }
+    .instrument(span)
+    .await
 }

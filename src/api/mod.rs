@@ -9,6 +9,7 @@ pub mod invocations;
 pub mod management;
 pub mod openapi;
 pub mod runtime_config;
+pub mod trace;
 
 use std::any::Any;
 
@@ -64,7 +65,8 @@ pub fn router(state: AppState) -> Router {
     if state.config.admin_runtime_config_enabled {
         router = router.merge(runtime_config::router());
     }
-    with_edge_layers(router, state)
+    // Outermost: the whole request, edge layers included, runs in the invocation's trace span.
+    with_edge_layers(router, state).layer(trace::TraceContextLayer)
 }
 
 /// The callback listener's routes: runtime callbacks only, so that a NetworkPolicy can admit

@@ -25,11 +25,13 @@ mod retry;
 mod state;
 #[cfg(test)]
 mod tests;
+mod webhook;
 
 pub use duration::{format_iso_duration, parse_duration, parse_iso_duration};
 pub use env::env_names;
 pub use retry::{DEFAULT_BACKOFF_MAX, MAX_BACKOFF, RetryConfig};
 pub use state::{DEFAULT_NATS_URL, NatsConfig, StateBackendKind, StateConfig};
+pub use webhook::{WebhookConfig, WebhookSecret};
 
 /// A setting that could not be parsed; start-up stops with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,6 +255,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Backoff between the attempts of an execution (issue 11, docs/retries.md).
     pub retry: RetryConfig,
+    /// Result webhooks of `:enqueue` (issue 11, docs/webhooks.md).
+    pub webhook: WebhookConfig,
 }
 
 impl Default for Config {
@@ -438,6 +442,7 @@ impl Config {
             auth: r.auth()?,
             state: state::read(&r)?,
             retry: retry::read(&r)?,
+            webhook: webhook::read(&r)?,
         };
         Ok(config)
     }

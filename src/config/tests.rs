@@ -482,3 +482,61 @@ fn retry_backoff_is_off_by_default_and_validated_when_set() {
     .unwrap_err();
     assert!(e.reason.contains("NANOFAAS_RETRY_BACKOFF_INITIAL"), "{e}");
 }
+
+#[test]
+fn webhook_settings_have_defaults_and_keep_the_secret_out_of_messages() {
+    let w = config(&[]).unwrap().webhook;
+    assert_eq!(w, WebhookConfig::default());
+    assert_eq!(w.signing_key, None);
+    assert_eq!(
+        (w.max_attempts, w.timeout, w.backoff_initial, w.backoff_max),
+        (
+            8,
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            Duration::from_secs(60)
+        )
+    );
+    let c = config(&[
+        ("NANOFAAS_WEBHOOK_SECRET", "whsec_c2VjcmV0LWtleQ"),
+        ("NANOFAAS_WEBHOOK_MAX_ATTEMPTS", "3"),
+        ("NANOFAAS_WEBHOOK_TIMEOUT", "2s"),
+        ("NANOFAAS_WEBHOOK_BACKOFF_INITIAL", "100"),
+        ("NANOFAAS_WEBHOOK_BACKOFF_MAX", "PT5S"),
+        ("NANOFAAS_WEBHOOK_QUEUE_SIZE", "50"),
+        ("NANOFAAS_WEBHOOK_CONCURRENCY", "4"),
+        (
+            "NANOFAAS_WEBHOOK_ALLOWED_HOSTS",
+            "hooks.example, 10.0.0.0/8",
+        ),
+    ])
+    .unwrap()
+    .webhook;
+    // `whsec_` secrets are base64 (padding optional); the key is what they decode to.
+    assert_eq!(c.signing_key.as_ref().unwrap().key(), b"secret-key");
+    assert_eq!(format!("{:?}", c.signing_key), "Some(<set>)");
+    assert_eq!(c.max_attempts, 3);
+    assert_eq!(c.timeout, Duration::from_secs(2));
+    assert_eq!(c.backoff_initial, Duration::from_millis(100));
+    assert_eq!(c.backoff_max, Duration::from_secs(5));
+    assert_eq!((c.queue_size, c.concurrency), (50, 4));
+    assert_eq!(c.allowed_hosts.unwrap().len(), 2);
+    let plain = config(&[("NANOFAAS_WEBHOOK_SECRET", " s3cret ")]).unwrap();
+    assert_eq!(plain.webhook.signing_key.unwrap().key(), b"s3cret");
+    let e = config(&[("NANOFAAS_WEBHOOK_SECRET", "whsec_not base64!")]).unwrap_err();
+    assert_eq!(e.variable, "NANOFAAS_WEBHOOK_SECRET");
+    assert!(!e.to_string().contains("not base64"), "{e}");
+    let e = config(&[
+        ("NANOFAAS_WEBHOOK_BACKOFF_INITIAL", "10s"),
+        ("NANOFAAS_WEBHOOK_BACKOFF_MAX", "1s"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.variable, "NANOFAAS_WEBHOOK_BACKOFF_MAX");
+    for (k, v) in [
+        ("NANOFAAS_WEBHOOK_MAX_ATTEMPTS", "0"),
+        ("NANOFAAS_WEBHOOK_QUEUE_SIZE", "0"),
+        ("NANOFAAS_WEBHOOK_ALLOWED_HOSTS", "not/a host"),
+    ] {
+        assert_eq!(config(&[(k, v)]).unwrap_err().variable, k);
+    }
+}

@@ -111,6 +111,12 @@ impl Dispatcher {
         if let Some(trace) = &task.trace_id {
             request = request.header("X-Trace-Id", &**trace);
         }
+        // W3C trace context on every attempt (issue 11): the caller's, or the one started for
+        // the invocation.
+        request = request.header("traceparent", task.trace.traceparent());
+        if let Some(state) = task.trace.tracestate() {
+            request = request.header("tracestate", state);
+        }
         if task.attempt == 1 {
             if let Some(key) = &task.idempotency_key {
                 request = request.header("Idempotency-Key", &**key);

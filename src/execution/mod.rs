@@ -5,6 +5,7 @@
 //! →SUCCESS/ERROR/TIMEOUT, →QUEUED on retry); a terminal state (SUCCESS, ERROR, TIMEOUT) is final.
 
 pub mod dead_letters;
+pub mod notice;
 pub mod store;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::model::{
     Json, StartKind, format_instant,
 };
 use crate::registry::RegisteredFunction;
+use crate::support::trace_context::TraceContext;
 
 /// The request as received, and the exact body sent to runtimes, built once.
 #[derive(Debug)]
@@ -37,6 +39,11 @@ pub struct Task {
     /// Forwarded on the first attempt only.
     pub idempotency_key: Option<Arc<str>>,
     pub trace_id: Option<Arc<str>>,
+    /// W3C trace context, sent to the runtime with every attempt (issue 11).
+    pub trace: TraceContext,
+    /// `:enqueue`'s `X-Callback-Url`: where the result is posted once the execution is terminal
+    /// (issue 11). The store takes it when the record ends (see `store::ResultListener`).
+    pub callback_url: Option<Arc<str>>,
     pub attempt: u32,
     pub enqueued_at: Instant,
     /// When the sync request that created the execution stops waiting (`None` for `:enqueue`).
@@ -55,6 +62,25 @@ impl Task {
     /// ends in ERROR or TIMEOUT becomes a dead letter (issue 11).
     pub fn is_async(&self) -> bool {
         self.caller_deadline.is_none()
+    }
+
+    /// The span of this attempt's work: every log line carries the trace id (issue 11). At
+    /// ERROR level so that it is enabled whenever any line is logged.
+    pub fn span(&self) -> tracing::Span {
+        // A root: the execution outlives the request, and a retry's span must not nest in the
+        // span of the attempt before it.
+        tracing::error_span!(
+            parent: None,
+            "execution",
+            trace_id = %self.trace.trace_id(),
+            execution_id = %self.execution_id
+        )
+    }
+
+    /// What the attempt holds besides its payload (trace context, result URL), for the store's
+    /// byte budget.
+    fn context_bytes(&self) -> usize {
+        self.trace.held_bytes() + self.callback_url.as_ref().map_or(0, |u| u.len())
     }
 }
 
@@ -166,12 +192,13 @@ impl ExecutionRecord {
     /// fields, so the store can charge and release it as they change.
     pub fn held_bytes(&self) -> usize {
         const FIXED: usize = std::mem::size_of::<ExecutionRecord>() + 64;
-        let request = self
-            .task
-            .as_ref()
-            .map(|t| &t.payload)
-            .or(self.dead_letter.as_ref())
-            .map_or(0, |p| p.input.get().len() + p.body.len());
+        let request = match (&self.task, &self.dead_letter) {
+            (Some(t), _) => {
+                t.payload.input.get().len() + t.payload.body.len() + t.context_bytes()
+            }
+            (None, Some(p)) => p.input.get().len() + p.body.len(),
+            (None, None) => 0,
+        };
         let output = match (&self.output, self.cleaned) {
             (Some(o), false) => o.get().len(),
             _ => 0,
@@ -323,6 +350,8 @@ pub(crate) fn test_task(id: &str) -> Task {
         }),
         idempotency_key: None,
         trace_id: None,
+        trace: TraceContext::start(None),
+        callback_url: None,
         attempt: 1,
         enqueued_at: Instant::now(),
         caller_deadline: None,

@@ -11,12 +11,13 @@
 //! a dead letter (issue 11).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::dead_letters::{DeadLetterIndex, DeadLetterPage, DeadLetterQuery};
+use super::notice::{Announcement, ResultListener, ResultTarget};
 use super::{ExecutionRecord, Outcome, Payload, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
 use crate::model::{
@@ -39,6 +40,8 @@ pub struct ExecutionStore {
     config: ExecutionStoreConfig,
     /// What one function's in-flight records may hold: (records, bytes); `None` at 100%.
     share: Option<(usize, usize)>,
+    /// Told when an execution with a result URL ends (the webhooks, issue 11).
+    listener: OnceLock<Arc<dyn ResultListener>>,
 }
 
 #[derive(Default)]
@@ -192,12 +195,21 @@ pub struct Finalized {
     pub start: Option<StartKind>,
     /// The execution was async and failed: its request is kept as a dead letter.
     pub dead_letter: bool,
+    /// The result notice of an execution with a result URL (issue 11), sent by `wake`.
+    /// Boxed: rare, and large beside the rest.
+    announcement: Option<Box<Announcement>>,
 }
 
 impl Finalized {
     /// What a record that just became terminal hands to the caller: its waiters and timings.
-    fn take(record: &mut ExecutionRecord, outcome: Outcome, start: Option<StartKind>) -> Self {
+    fn take(
+        record: &mut ExecutionRecord,
+        outcome: Outcome,
+        start: Option<StartKind>,
+        target: Option<ResultTarget>,
+    ) -> Self {
         Finalized {
+            announcement: target.map(|t| Box::new(t.notice(record))),
             function: record.function.clone(),
             outcome,
             waiters: std::mem::take(&mut record.waiters),
@@ -209,9 +221,14 @@ impl Finalized {
         }
     }
 
+    /// Wakes the waiters and announces the result to the store's [`ResultListener`]; every
+    /// path that ends an execution calls it.
     pub fn wake(&mut self) {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(self.outcome.clone());
+        }
+        if let Some(announcement) = self.announcement.take() {
+            announcement.send();
         }
     }
 }
@@ -237,7 +254,19 @@ impl ExecutionStore {
             }),
             config,
             share,
+            listener: OnceLock::new(),
         }
+    }
+
+    /// Installs the listener told of executions with a result URL (once, at build).
+    pub fn set_result_listener(&self, listener: Arc<dyn ResultListener>) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// The result listener, for terminal transitions made outside this store (the shared
+    /// records of a durable backend).
+    pub fn result_listener(&self) -> Option<&Arc<dyn ResultListener>> {
+        self.listener.get()
     }
 
     /// What all records hold, in bytes (for tests and measurements).
@@ -300,6 +329,15 @@ impl ExecutionStore {
             .records
             .get(execution_id)
             .map(|r| r.attempt)
+    }
+
+    /// The trace id of a running execution (for the log lines of its callbacks).
+    pub fn trace_id(&self, execution_id: &str) -> Option<String> {
+        lock(&self.inner)
+            .records
+            .get(execution_id)
+            .and_then(|r| r.task.as_ref())
+            .map(|t| t.trace.trace_id().to_owned())
     }
 
     pub fn status(&self, execution_id: &str) -> Option<ExecutionStatus> {
@@ -366,7 +404,8 @@ impl ExecutionStore {
         }
         let now = Stamp::now();
         if r.caller_gone(now.at) {
-            let finalized = Self::end(&mut inner, task.execution_id.clone(), Abort::Timeout);
+            let id = task.execution_id.clone();
+            let finalized = Self::end(&mut inner, id, Abort::Timeout, self.listener.get());
             return finalized.map_or(BeginDispatch::Skip, BeginDispatch::Expired);
         }
         r.mark_running(now);
@@ -414,7 +453,7 @@ impl ExecutionStore {
             if record.caller_gone(Instant::now() + c.retry_delay) {
                 let id = record.execution_id.clone();
                 return CompletionEffect {
-                    kind: match Self::end(&mut inner, id, Abort::Timeout) {
+                    kind: match Self::end(&mut inner, id, Abort::Timeout, self.listener.get()) {
                         Some(f) => EffectKind::Finalized(f),
                         None => EffectKind::Missing,
                     },
@@ -441,6 +480,7 @@ impl ExecutionStore {
                 Outcome::Error(error),
             ),
         };
+        let target = ResultTarget::of(self.listener.get(), record);
         record.finish(state, output, error);
         record.final_attempt = Some(attempt);
         let now_held = record.held_bytes();
@@ -451,7 +491,7 @@ impl ExecutionStore {
         } else {
             None
         };
-        let finalized = Finalized::take(record, outcome, start);
+        let finalized = Finalized::take(record, outcome, start, target);
         let id = record.execution_id.clone();
         inner.finished(id, held, now_held, &finalized);
         // An output may take the store over its byte budget: older finished records make room
@@ -472,12 +512,18 @@ impl ExecutionStore {
     pub fn abort(&self, execution_id: &str, reason: Abort) -> Option<Finalized> {
         let mut inner = lock(&self.inner);
         let id = inner.records.get_key_value(execution_id)?.0.clone();
-        Self::end(&mut inner, id, reason)
+        Self::end(&mut inner, id, reason, self.listener.get())
     }
 
     /// Ends a non-terminal record without a runtime result (see [`Self::abort`]).
-    fn end(inner: &mut Inner, execution_id: Arc<str>, reason: Abort) -> Option<Finalized> {
+    fn end(
+        inner: &mut Inner,
+        execution_id: Arc<str>,
+        reason: Abort,
+        listener: Option<&Arc<dyn ResultListener>>,
+    ) -> Option<Finalized> {
         let record = inner.records.get_mut(&execution_id)?;
+        let target = ResultTarget::of(listener, record);
         let held = record.held_bytes();
         let (state, output, error, outcome) = match reason {
             Abort::Timeout => (ExecutionState::Timeout, None, None, Outcome::Timeout),
@@ -501,7 +547,7 @@ impl ExecutionStore {
         // No runtime result will be accounted for this execution.
         record.start_kind_counted = true;
         let now_held = record.held_bytes();
-        let finalized = Finalized::take(record, outcome, None);
+        let finalized = Finalized::take(record, outcome, None, target);
         inner.finished(execution_id, held, now_held, &finalized);
         Some(finalized)
     }

@@ -91,6 +91,9 @@ impl InvocationService {
                 .map(|m| m.get().to_owned()),
             idempotency_key: None,
             trace_id: None,
+            // A new execution: a new trace, and no result URL (docs/dead-letters.md).
+            trace: None,
+            callback_url: None,
         };
         let id = self.invoke_async(&function, input).await?;
         if let Some(f) = self.registry.get(&function) {

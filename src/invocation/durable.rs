@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+mod announce;
 mod record;
 mod retry;
 mod shared_keys;
@@ -39,6 +40,7 @@ use crate::execution::store::{Abort, DeadLetterLookup, Liveness};
 use crate::execution::{Payload, Task};
 use crate::model::{AttemptResult, ErrorInfo, ExecutionState, ExecutionStatus};
 use crate::support::lock;
+use crate::support::trace_context::TraceContext;
 
 /// Why a backend call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,12 +211,19 @@ impl InvocationService {
                 Err(e) => return Err(durable_error(e, function)),
             }
         }
+        let trace = input
+            .trace
+            .clone()
+            .unwrap_or_else(|| TraceContext::start(None));
         let record = DurableRecord {
             function: function.to_owned(),
             state: ExecutionState::Queued,
             attempt: 1,
             idempotency_key: input.idempotency_key.clone(),
             trace_id: input.trace_id.clone(),
+            traceparent: Some(trace.traceparent().to_owned()),
+            tracestate: trace.tracestate().map(str::to_owned),
+            callback_url: input.callback_url.as_deref().map(str::to_owned),
             started_at: None,
             finished_at: None,
             output: None,
@@ -291,8 +300,9 @@ impl InvocationService {
             self.metrics.callback("routed");
             return;
         }
-        let applied = backend
-            .transition(
+        let applied = self
+            .transition_announcing(
+                &backend,
                 execution_id,
                 Box::new(move |record: &DurableRecord| callback_step(record, attempt, &result)),
             )
@@ -398,7 +408,9 @@ impl InvocationService {
                 return;
             }
             let step = lost_step(error, raw_json(&body));
-            let ended = backend.transition(&execution_id, step).await;
+            let ended = self
+                .transition_announcing(&backend, &execution_id, step)
+                .await;
             self.count_lost(&registered, ended.ok().flatten().as_ref());
             ack.ack().await;
             return;
@@ -419,6 +431,13 @@ impl InvocationService {
                 .then(|| record.idempotency_key.as_deref().map(Arc::from))
                 .flatten(),
             trace_id: record.trace_id.as_deref().map(Arc::from),
+            trace: TraceContext::from_stored(
+                record.traceparent.as_deref(),
+                record.tracestate.as_deref(),
+            ),
+            // The result is announced from the shared record's terminal write (by whichever
+            // replica makes it), not from this replica's store.
+            callback_url: None,
             attempt,
             enqueued_at: Instant::now(),
             slot: None,
@@ -500,6 +519,7 @@ impl InvocationService {
             _ => None,
         };
         let id = execution_id.to_owned();
+        let service = self.clone();
         self.tracker.spawn(async move {
             // Indexed before the record is written (see `index_dead_letter`); if that fails,
             // nothing is written and the redelivery tries again.
@@ -512,8 +532,9 @@ impl InvocationService {
                 return;
             }
             let request = dead_letter.as_ref().and_then(|(_, r)| r.clone());
-            let written = backend
-                .transition(
+            let written = service
+                .transition_announcing(
+                    &backend,
                     &id,
                     Box::new(move |r: &DurableRecord| {
                         (!r.state.is_terminal()).then(|| DurableRecord {

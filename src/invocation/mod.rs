@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, InvocationResponse, Json};
 use crate::queue::{QueueManager, RejectReason, SyncSettings, TaskSink};
 use crate::registry::{FunctionRegistry, RegisteredFunction};
+use crate::support::trace_context::TraceContext;
 use idempotency::{Claim, IdempotencyStore};
 
 /// One invocation request, validated by the API layer.
@@ -47,6 +48,10 @@ pub struct InvokeInput {
     /// Trimmed, never empty.
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
+    /// W3C trace context (issue 11); `None` starts a new trace.
+    pub trace: Option<TraceContext>,
+    /// `:enqueue`'s `X-Callback-Url`, validated (issue 11): the result is posted there.
+    pub callback_url: Option<Arc<str>>,
 }
 
 /// The answer to a sync invocation.
@@ -410,6 +415,8 @@ impl InvocationService {
             }),
             idempotency_key: key.map(Arc::from),
             trace_id: input.trace_id.map(Arc::from),
+            trace: input.trace.unwrap_or_else(|| TraceContext::start(None)),
+            callback_url: input.callback_url,
             attempt: 1,
             enqueued_at: Instant::now(),
             caller_deadline,
@@ -487,8 +494,11 @@ impl InvocationService {
 
     pub fn spawn_dispatch(self: &Arc<Self>, task: Task) {
         let service = self.clone();
-        self.tracker
-            .spawn(async move { service.dispatch(task).await });
+        let span = task.span();
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move { service.dispatch(task).await },
+            span,
+        ));
     }
 
     /// Sends one attempt to its runtime and applies the reply (REFERENCE §3.3).

@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod nats;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

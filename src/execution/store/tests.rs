@@ -433,3 +433,99 @@ async fn a_retry_whose_delay_passes_the_caller_deadline_ends_as_timeout() {
         ExecutionState::Timeout
     );
 }
+
+/// Records every result notice (issue 11).
+#[derive(Default)]
+struct Notices(Mutex<Vec<crate::execution::notice::ResultNotice>>);
+
+impl ResultListener for Notices {
+    fn finished(&self, notice: crate::execution::notice::ResultNotice) {
+        lock(&self.0).push(notice);
+    }
+}
+
+fn with_url(id: &str) -> Task {
+    Task {
+        callback_url: Some(Arc::from("http://receiver/hook")),
+        ..task(id)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_terminal_path_announces_an_execution_with_a_url_once() {
+    let store = ExecutionStore::new(config(100));
+    let notices = Arc::new(Notices::default());
+    store.set_result_listener(notices.clone());
+    let wake = |f: Option<Finalized>| f.expect("ended here").wake();
+    // A success, 1.5 s after the attempt started.
+    store.insert(with_url("ok")).unwrap();
+    assert!(matches!(
+        store.begin_dispatch(&with_url("ok")),
+        BeginDispatch::Proceed
+    ));
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let EffectKind::Finalized(mut f) = store
+        .complete(Completion {
+            execution_id: "ok",
+            attempt: Some(1),
+            result: AttemptResult::Success(Some(json_string("out"))),
+            cold_start: None,
+            from_dispatcher: true,
+        })
+        .kind
+    else {
+        panic!("not finalized");
+    };
+    assert!(
+        lock(&notices.0).is_empty(),
+        "announced when woken, outside the lock"
+    );
+    f.wake();
+    // The failure of the last attempt (the default maxRetries is 3: two retries first), and
+    // ends without a result (removal, a refused retry).
+    store.insert(with_url("failed")).unwrap();
+    for attempt in 1..=3 {
+        let effect = store.complete(Completion {
+            execution_id: "failed",
+            attempt: Some(attempt),
+            result: AttemptResult::Failure(ErrorInfo::new("POOL_ERROR", "boom")),
+            cold_start: None,
+            from_dispatcher: true,
+            retry_delay: Duration::ZERO,
+        });
+        match effect.kind {
+            EffectKind::Retry(_) if attempt < 3 => assert!(lock(&notices.0).len() == 1),
+            EffectKind::Finalized(mut f) if attempt == 3 => f.wake(),
+            _ => panic!("attempt {attempt}"),
+        }
+    }
+    store.insert(with_url("removed")).unwrap();
+    wake(store.abort(
+        "removed",
+        Abort::Error(ErrorInfo::new("FUNCTION_REMOVED", "gone")),
+    ));
+    // A second end of the same execution changes nothing and announces nothing.
+    assert!(store.abort("removed", Abort::Timeout).is_none());
+    // Without a URL nothing is announced.
+    store.insert(task("plain")).unwrap();
+    wake(store.abort("plain", Abort::Timeout));
+
+    let notices = lock(&notices.0);
+    let seen: Vec<(&str, ExecutionState)> = notices
+        .iter()
+        .map(|n| (&*n.status.execution_id, n.status.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ok", ExecutionState::Success),
+            ("failed", ExecutionState::Error),
+            ("removed", ExecutionState::Error)
+        ]
+    );
+    assert_eq!(notices[0].duration, Duration::from_millis(1500));
+    assert_eq!(notices[0].function, "f");
+    assert_eq!(&*notices[0].callback_url, "http://receiver/hook");
+    assert_eq!(notices[2].duration, Duration::ZERO, "never started");
+    assert_eq!(notices[1].status.error.as_ref().unwrap().code, "POOL_ERROR");
+}

@@ -21,6 +21,15 @@ pub struct DurableRecord {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// W3C trace context of the enqueue (issue 11), forwarded on every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    /// `X-Callback-Url` (issue 11): the replica whose write makes the record terminal posts the
+    /// result there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -62,6 +71,18 @@ impl DurableRecord {
     /// Whether this record is a dead letter that can be re-driven.
     pub fn is_dead_letter(&self) -> bool {
         crate::execution::dead_letters::is_dead_letter_state(self.state) && self.request.is_some()
+    }
+
+    /// The final attempt's run time, from its start to its end; zero when it never started.
+    pub fn run_duration(&self) -> std::time::Duration {
+        let instant = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        match (instant(&self.started_at), instant(&self.finished_at)) {
+            (Some(started), Some(finished)) => (finished - started).to_std().unwrap_or_default(),
+            _ => std::time::Duration::ZERO,
+        }
     }
 
     /// Whether removing the registration whose last catalog revision is `last` ends this

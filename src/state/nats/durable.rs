@@ -155,9 +155,9 @@ impl NatsDurable {
 
     /// The function's registration whose last catalog revision is `last` was removed: its
     /// queued executions end with FUNCTION_REMOVED, as the memory queue ends its own, each a
-    /// dead letter with its message's body. Executions a re-registration of the name accepted
-    /// in the meantime share the stream and are left alone.
-    async fn end_queued(&self, function: &str, last: Option<u64>) {
+    /// dead letter with its message's body and announced (its result webhook). Executions a
+    /// re-registration of the name accepted in the meantime share the stream and are left alone.
+    async fn end_queued(&self, function: &str, last: Option<u64>, service: &InvocationService) {
         let stored = match self.queue.stored(function).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -172,7 +172,7 @@ impl NatsDurable {
                         continue;
                     }
                 }
-                // Gone (expired) or unreadable now: nothing to end.
+                // Gone (expired): nothing to end.
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(execution_id = %id, error = %e, "reading a removed function's execution failed");
@@ -191,8 +191,16 @@ impl NatsDurable {
                     .and_then(|r| r.removed(&body))
                     .map(|r| encode(&r))
             };
-            if let Err(e) = self.records.transition(&id, step).await {
-                tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed");
+            match self.records.transition(&id, step).await {
+                Ok(Transition::Applied(entry)) => {
+                    if let Some(record) = decode(&entry.value) {
+                        service.announce_record(&id, &record);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, error = %e, "ending a removed function's execution failed")
+                }
             }
         }
     }
@@ -584,7 +592,7 @@ async fn run_lifecycle(
                 // re-registration's first publish into it and lose an accepted execution. A
                 // re-registered function's pull loop acks the removed executions' messages,
                 // whose records are terminal.
-                durable.end_queued(&name, last).await;
+                durable.end_queued(&name, last, &service).await;
             }
         }
     }

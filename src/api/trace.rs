@@ -1,0 +1,95 @@
+//! The W3C trace context of `:invoke` and `:enqueue` (issue 11, docs/tracing.md), as a layer
+//! around the whole request: it reads (or starts) the trace, hands it to the handler as a
+//! request extension, and runs the request inside a span whose `trace_id` field every line
+//! logged for it carries, the edge's own request lines and error answers included. Other
+//! requests pass through untouched.
+
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderMap, HeaderValue, Method, Request};
+use futures_util::future::Either;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing::instrument::Instrumented;
+
+use super::extract::token_header;
+use crate::support::trace_context::TraceContext;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextLayer;
+
+impl<S> Layer<S> for TraceContextLayer {
+    type Service = TraceContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceContextService(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceContextService<S>(S);
+
+impl<S, B> Service<Request<B>> for TraceContextService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Instrumented<S::Future>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if !is_invocation(&request) {
+            return Either::Right(self.0.call(request));
+        }
+        // An invalid X-Trace-Id is the handler's 400; here it only names no trace.
+        let x_trace_id = token_header(request.headers(), "X-Trace-Id").ok().flatten();
+        let trace = trace_context(request.headers(), x_trace_id.as_deref());
+        // At ERROR level, so that it is enabled whenever any line is logged.
+        let span = tracing::error_span!("invocation", trace_id = %trace.trace_id());
+        request.extensions_mut().insert(trace);
+        let future = span.in_scope(|| self.0.call(request));
+        Either::Left(future.instrument(span))
+    }
+}
+
+/// `POST /v1/functions/{name}:invoke` or `:enqueue` (the colon possibly percent-encoded).
+fn is_invocation<B>(request: &Request<B>) -> bool {
+    if request.method() != Method::POST {
+        return false;
+    }
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix("/v1/functions/") else {
+        return false;
+    };
+    let ends = |suffix: &str| {
+        rest.len() >= suffix.len()
+            && rest.as_bytes()[rest.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    ends(":invoke") || ends(":enqueue") || ends("%3Ainvoke") || ends("%3Aenqueue")
+}
+
+/// The request's trace context: its `traceparent` (sent once) and `tracestate`, else a new
+/// trace. Never an error: an invalid `traceparent` is ignored, as the recommendation says, and
+/// a header that is not text reads as invalid.
+pub fn trace_context(headers: &HeaderMap, x_trace_id: Option<&str>) -> TraceContext {
+    fn text(v: &HeaderValue) -> &str {
+        v.to_str().unwrap_or("\u{1}")
+    }
+    let mut values = headers.get_all("traceparent").iter();
+    let one: [&str; 1];
+    let parents: &[&str] = match (values.next(), values.next()) {
+        (Some(v), None) => {
+            one = [text(v)];
+            &one
+        }
+        (None, _) => &[],
+        // More than one: invalid, whatever they say.
+        (Some(_), Some(_)) => &["", ""],
+    };
+    let states = headers.get_all("tracestate").iter().map(text);
+    TraceContext::from_request(parents, states, x_trace_id)
+}
