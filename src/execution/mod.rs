@@ -193,9 +193,7 @@ impl ExecutionRecord {
     pub fn held_bytes(&self) -> usize {
         const FIXED: usize = std::mem::size_of::<ExecutionRecord>() + 64;
         let request = match (&self.task, &self.dead_letter) {
-            (Some(t), _) => {
-                t.payload.input.get().len() + t.payload.body.len() + t.context_bytes()
-            }
+            (Some(t), _) => t.payload.input.get().len() + t.payload.body.len() + t.context_bytes(),
             (None, Some(p)) => p.input.get().len() + p.body.len(),
             (None, None) => 0,
         };

@@ -471,6 +471,7 @@ async fn every_terminal_path_announces_an_execution_with_a_url_once() {
             result: AttemptResult::Success(Some(json_string("out"))),
             cold_start: None,
             from_dispatcher: true,
+            retry_delay: Duration::ZERO,
         })
         .kind
     else {
