@@ -12,7 +12,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v curl >/dev/null 2>&1 || { echo "curl is required for the demo" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nanofaas-target}"
-cargo build --release --locked --bin nanofaas-control-plane -p nanofaas-example-runtime
+cargo build --release --locked -p nanofaas-control-plane --bin nanofaas-control-plane
+cargo build --release --locked -p nanofaas-example-runtime
 BIN="$CARGO_TARGET_DIR/release/nanofaas-control-plane"
 RUNTIME_BIN="$CARGO_TARGET_DIR/release/nanofaas-example-runtime"
 RUNTIME_PORT="${RUNTIME_PORT:-9000}"
