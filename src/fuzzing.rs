@@ -212,8 +212,12 @@ pub fn headers(data: &[u8]) {
         &owned
     };
     let (headers, _) = split_request(data);
-    for name in ["Idempotency-Key", "X-Trace-Id"] {
-        if let Ok(Some(token)) = token_header(&headers, name) {
+    for header in [
+        &crate::support::headers::IDEMPOTENCY_KEY,
+        &crate::support::headers::X_TRACE_ID,
+    ] {
+        let name = header.label;
+        if let Ok(Some(token)) = token_header(&headers, header) {
             assert!(!token.is_empty() && token.len() <= 1024 && token.trim() == token);
             // Stored and forwarded as a header value: it must stay one.
             assert!(HeaderValue::from_str(&token).is_ok(), "{name}: {token:?}");

@@ -183,8 +183,12 @@ fn without_type_names(message: &str) -> String {
 }
 
 /// A header holding a short opaque token; absent or blank is `None`.
-pub fn token_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(name) else {
+pub fn token_header(
+    headers: &HeaderMap,
+    header: &crate::support::headers::Known,
+) -> Result<Option<String>, ApiError> {
+    let name = header.label;
+    let Some(value) = headers.get(&header.name) else {
         return Ok(None);
     };
     let text = value

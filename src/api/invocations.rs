@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::support::headers;
+
 use super::error::{ApiError, ErrorBody};
 use super::extract::{
     Segment, attempt_header, body_bytes, json_body, json_object, timeout_header, token_header,
@@ -128,8 +130,8 @@ pub(crate) fn invoke_input(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<InvokeInput, ApiError> {
     require_name(name)?;
-    let idempotency_key = token_header(headers, "Idempotency-Key")?;
-    let trace_id = token_header(headers, "X-Trace-Id")?;
+    let idempotency_key = token_header(headers, &headers::IDEMPOTENCY_KEY)?;
+    let trace_id = token_header(headers, &headers::X_TRACE_ID)?;
     let request: InvocationRequest = json_body(headers, body)?;
     let Some(input) = request.input else {
         return Err(ApiError::Validation(vec![
@@ -151,17 +153,17 @@ pub(crate) fn invoke_input(
 /// `X-Callback-Url` of `:enqueue`: absent or blank is `None`; sent more than once, not text, or
 /// refused by the webhook rules is a 400.
 fn callback_url(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
-    const NAME: &str = "X-Callback-Url";
-    let mut values = headers.get_all(NAME).iter();
+    let name = headers::X_CALLBACK_URL.label;
+    let mut values = headers.get_all(&headers::X_CALLBACK_URL.name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::BadRequest(format!("{NAME} must be given once")));
+        return Err(ApiError::BadRequest(format!("{name} must be given once")));
     }
     let text = value
         .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{NAME} must be visible ASCII")))?
+        .map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?
         .trim();
     if text.is_empty() {
         return Ok(None);
@@ -169,7 +171,7 @@ fn callback_url(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>
     state
         .webhooks
         .check_callback_url(text)
-        .map_err(|reason| ApiError::BadRequest(format!("{NAME} {reason}")))?;
+        .map_err(|reason| ApiError::BadRequest(format!("{name} {reason}")))?;
     Ok(Some(Arc::from(text)))
 }
 
@@ -405,7 +407,7 @@ pub async fn complete(
     }
     // Logged with the execution's trace id: the runtime's traceparent, else the execution's.
     let trace_id = headers
-        .get("traceparent")
+        .get(&headers::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
         .map(|tp| tp[3..35].to_owned())

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
 use super::extract::token_header;
+use crate::support::headers;
 use crate::support::trace_context::TraceContext;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +47,9 @@ where
             return Either::Right(self.0.call(request));
         }
         // An invalid X-Trace-Id is the handler's 400; here it only names no trace.
-        let x_trace_id = token_header(request.headers(), "X-Trace-Id").ok().flatten();
+        let x_trace_id = token_header(request.headers(), &headers::X_TRACE_ID)
+            .ok()
+            .flatten();
         let trace = trace_context(request.headers(), x_trace_id.as_deref());
         // At ERROR level, so that it is enabled whenever any line is logged.
         let span = tracing::error_span!("invocation", trace_id = %trace.trace_id());
@@ -79,7 +82,7 @@ pub fn trace_context(headers: &HeaderMap, x_trace_id: Option<&str>) -> TraceCont
     fn text(v: &HeaderValue) -> &str {
         v.to_str().unwrap_or("\u{1}")
     }
-    let mut values = headers.get_all("traceparent").iter();
+    let mut values = headers.get_all(&headers::TRACEPARENT).iter();
     let one: [&str; 1];
     let parents: &[&str] = match (values.next(), values.next()) {
         (Some(v), None) => {
@@ -90,6 +93,6 @@ pub fn trace_context(headers: &HeaderMap, x_trace_id: Option<&str>) -> TraceCont
         // More than one: invalid, whatever they say.
         (Some(_), Some(_)) => &["", ""],
     };
-    let states = headers.get_all("tracestate").iter().map(text);
+    let states = headers.get_all(&headers::TRACESTATE).iter().map(text);
     TraceContext::from_request(parents, states, x_trace_id)
 }

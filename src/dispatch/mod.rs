@@ -14,8 +14,8 @@ use crate::execution::Task;
 use crate::function::ExecutionMode;
 use crate::model::{AttemptResult, ColdStart, ErrorInfo, Json, json_from_text, json_string};
 use crate::registry::Endpoint;
-use crate::support::error_chain;
 use crate::support::net_policy::{NetPolicy, PolicyResolver, refusal_in};
+use crate::support::{error_chain, headers};
 
 /// The result of one attempt, with the cold-start facts read from the reply.
 #[derive(Debug, Clone)]
@@ -106,20 +106,20 @@ impl Dispatcher {
             .post(url)
             .timeout(Duration::from_millis(timeout_ms))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("X-Execution-Id", &*task.execution_id)
-            .header("X-Dispatch-Attempt", task.attempt.to_string());
+            .header(headers::X_EXECUTION_ID, &*task.execution_id)
+            .header(headers::X_DISPATCH_ATTEMPT, task.attempt);
         if let Some(trace) = &task.trace_id {
-            request = request.header("X-Trace-Id", &**trace);
+            request = request.header(headers::X_TRACE_ID.name.clone(), &**trace);
         }
         // W3C trace context on every attempt (issue 11): the caller's, or the one started for
         // the invocation.
-        request = request.header("traceparent", task.trace.traceparent());
+        request = request.header(headers::TRACEPARENT, task.trace.traceparent());
         if let Some(state) = task.trace.tracestate() {
-            request = request.header("tracestate", state);
+            request = request.header(headers::TRACESTATE, state);
         }
         if task.attempt == 1 {
             if let Some(key) = &task.idempotency_key {
-                request = request.header("Idempotency-Key", &**key);
+                request = request.header(headers::IDEMPOTENCY_KEY.name.clone(), &**key);
             }
         }
         let response = match request.body(task.payload.body.clone()).send().await {

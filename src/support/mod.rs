@@ -4,6 +4,7 @@
 //! user's behalf applies, and W3C trace context. Nothing here knows a domain type.
 
 mod error_chain;
+pub mod headers;
 mod json_text;
 pub mod lenient;
 mod locks;

@@ -225,7 +225,8 @@ fn all_zero(b: &[u8]) -> bool {
 
 fn nonzero_random<const N: usize>() -> [u8; N] {
     loop {
-        let bytes: [u8; N] = rand::random();
+        let mut bytes = [0u8; N];
+        fastrand::fill(&mut bytes);
         if bytes.iter().any(|&b| b != 0) {
             return bytes;
         }

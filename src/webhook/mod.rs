@@ -210,7 +210,7 @@ impl Shared {
             .backoff_initial
             .saturating_mul(doubling)
             .min(self.backoff_max);
-        full.mul_f64(0.5 + 0.5 * rand::random::<f64>())
+        full.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
 }
 
