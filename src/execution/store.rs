@@ -16,15 +16,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::dead_letters::{DeadLetterIndex, DeadLetterPage, DeadLetterQuery};
+use super::dead_letters::DeadLetterIndex;
 use super::notice::{Announcement, ResultListener, ResultTarget};
-use super::{ExecutionRecord, Outcome, Payload, Stamp, Task};
+use super::{ExecutionRecord, Outcome, Stamp, Task};
 use crate::config::ExecutionStoreConfig;
 use crate::model::{
     AttemptResult, ColdStart, ErrorInfo, ExecutionState, ExecutionStatus, StartKind,
 };
 use crate::registry::RegisteredFunction;
 use crate::support::lock;
+
+pub use dead_letters::DeadLetterLookup;
 
 /// What the store says of an execution id (read by the idempotency keys that point at it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,17 +112,6 @@ fn unindex(index: &mut DeadLetterIndex, record: &ExecutionRecord) {
     if let Some(seq) = record.dead_letter_seq {
         index.remove(record.function.name(), seq);
     }
-}
-
-/// What the store knows of an execution asked to be re-driven.
-pub enum DeadLetterLookup {
-    Missing,
-    /// Not terminal, a success, or a sync invocation's.
-    NotDeadLetter,
-    Found {
-        function: Arc<RegisteredFunction>,
-        payload: Arc<Payload>,
-    },
 }
 
 /// Why a new execution was refused (503 `OVERLOADED` either way).
@@ -345,33 +336,6 @@ impl ExecutionStore {
             .records
             .get(execution_id)
             .map(|r| r.status())
-    }
-
-    /// One page of `function`'s dead letters, newest first.
-    pub fn dead_letters(&self, function: &str, query: &DeadLetterQuery) -> DeadLetterPage {
-        let inner = lock(&self.inner);
-        let (ids, next_cursor) = inner.dead_letters.page(function, query);
-        DeadLetterPage {
-            items: ids
-                .iter()
-                .filter_map(|id| inner.records.get(id).map(ExecutionRecord::status))
-                .collect(),
-            next_cursor,
-        }
-    }
-
-    /// The request of a dead letter, for a redrive.
-    pub fn dead_letter(&self, execution_id: &str) -> DeadLetterLookup {
-        match lock(&self.inner).records.get(execution_id) {
-            None => DeadLetterLookup::Missing,
-            Some(r) => match &r.dead_letter {
-                Some(payload) => DeadLetterLookup::Found {
-                    function: r.function.clone(),
-                    payload: payload.clone(),
-                },
-                None => DeadLetterLookup::NotDeadLetter,
-            },
-        }
     }
 
     /// The outcome if terminal, else a receiver woken when it becomes terminal.
@@ -606,5 +570,6 @@ pub enum Abort {
     Success(Option<crate::model::Json>),
 }
 
+mod dead_letters;
 #[cfg(test)]
 mod tests;
