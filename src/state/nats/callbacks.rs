@@ -235,8 +235,11 @@ impl DoneStream {
     }
 }
 
-/// Subscribes and waits until the server has registered the interest (a flush round trip), so
-/// nothing published after this returns is missed.
+/// Subscribes and waits until the server has registered the interest, so nothing published
+/// after this returns is missed. `flush` only writes the socket; a request on the same
+/// connection is a round trip, and the server handles a connection's operations in order, so
+/// its answer ("no responders", to an inbox nobody listens on) comes after the subscription is in
+/// place.
 async fn subscribe_registered(
     client: &async_nats::Client,
     subject: String,
@@ -245,9 +248,11 @@ async fn subscribe_registered(
         .subscribe(subject)
         .await
         .map_err(|e| RouteError::Unavailable(e.to_string()))?;
-    client
-        .flush()
-        .await
-        .map_err(|e| RouteError::Unavailable(e.to_string()))?;
-    Ok(subscription)
+    match client.request(client.new_inbox(), Bytes::new()).await {
+        Ok(_) => Ok(subscription),
+        Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+            Ok(subscription)
+        }
+        Err(e) => Err(RouteError::Unavailable(e.to_string())),
+    }
 }

@@ -359,8 +359,7 @@ impl InvocationQueue {
         })
     }
 
-    /// Pulls the function's deliveries into `sink` until `stop` is cancelled or the function's
-    /// queue is removed. Survives connection losses and broker restarts: the client re-issues
+    /// Pulls the function's deliveries into `sink` until `stop` is cancelled. Survives connection losses and broker restarts: the client re-issues
     /// its pull request on reconnect, and a pull that breaks anyway is re-opened after a pause.
     pub fn spawn_pull_loop(
         &self,
@@ -401,9 +400,13 @@ impl InvocationQueue {
         while !stop.is_cancelled() {
             let messages = match self.open_pull(&function, consumer).await {
                 Ok(messages) => messages,
+                // Not an end: a broker that just restarted answers "not found" until it has
+                // recovered its streams, and a loop that ended there would leave the queue
+                // undrained for good. The loop ends with its token (the function's removal).
                 Err(QueueError::NoQueue(_)) => {
-                    tracing::info!(function = %function, "queue removed; pull loop ends");
-                    return;
+                    tracing::info!(function = %function, "no stream or consumer (yet); retrying");
+                    pause().await;
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(function = %function, error = %e, "opening the pull failed");
