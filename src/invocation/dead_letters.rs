@@ -111,7 +111,7 @@ impl InvocationService {
         let not_dead_letter = || InvokeError::NotDeadLetter(execution_id.to_owned());
         if let Some(backend) = self.durable()? {
             match backend.read(execution_id).await {
-                Ok(Some(record)) => {
+                Ok(Some(record)) if record.state.is_terminal() => {
                     return match (record.is_dead_letter(), record.request) {
                         (true, Some(request)) => Ok((
                             record.function,
@@ -120,7 +120,9 @@ impl InvocationService {
                         _ => Err(not_dead_letter()),
                     };
                 }
-                Ok(None) => {}
+                // Not terminal in the shared record yet: this replica may have just ended it
+                // (its terminal write is on its way); its own store then has the dead letter.
+                Ok(_) => {}
                 Err(e) => return Err(InvokeError::StateUnavailable(e.to_string())),
             }
         }
