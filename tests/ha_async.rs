@@ -327,7 +327,9 @@ async fn enqueues_during_a_nats_outage_get_503_and_nothing_accepted_is_lost() {
     let dispatched_before = stub.requests().len();
     nats.kill();
     // The client notices the lost connection within a moment; from then on: 503 + Retry-After.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // An enqueue caught in that moment waits for its publish ack up to the request timeout (5 s)
+    // before its 503; under load a few can be (once: 1 refusal in 10 s), hence the margin.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut refused = 0;
     while Instant::now() < deadline && refused < 5 {
         let r = cp
