@@ -93,7 +93,6 @@ pub struct Handles {
 /// The assembled control plane, not yet listening.
 pub struct App {
     pub state: AppState,
-    api: Router,
     management: Router,
     /// The internal autoscaler, when `NANOFAAS_AUTOSCALER_ENABLED` (started by `serve`).
     autoscaler: Option<Arc<Autoscaler>>,
@@ -219,7 +218,6 @@ impl App {
             webhooks,
         }));
         Ok(App {
-            api: api::router(state.clone()),
             management: api::management::router(state.clone()),
             state,
             autoscaler,
@@ -326,7 +324,7 @@ impl BoundApp {
         }
         let api_server = tokio::spawn(server::serve(
             api,
-            app.api,
+            api::router(state.clone()),
             server::Limits::api(&state.config),
             stop_api.clone(),
         ));

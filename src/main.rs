@@ -21,8 +21,8 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .event_format(nanofaas_control_plane::support::log_format::LineFormat::default())
         .init();
 
     let config = match Config::from_env() {

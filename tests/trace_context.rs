@@ -254,6 +254,7 @@ fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("nanofaas_control_plane=debug,tower_http=debug")
             .with_ansi(false)
+            .event_format(nanofaas_control_plane::support::log_format::LineFormat::default())
             .with_writer(|| Sink)
             .try_init();
     });

@@ -129,15 +129,20 @@ pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    // Compared without case, in place: this runs on every invocation.
+    let starts = |prefix: &str| {
+        mime.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        mime.len() >= suffix.len()
+            && mime.as_bytes()[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    if mime.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json")) {
         Ok(())
     } else {
+        let mime = mime.to_ascii_lowercase();
         let shown = if mime.is_empty() {
             "none".to_owned()
         } else {

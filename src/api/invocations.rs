@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::Json;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,6 +26,7 @@ use super::openapi::{
 use crate::AppState;
 use crate::invocation::InvokeInput;
 use crate::model::{CallbackBody, ExecutionStatus, InvocationResponse, InvocationStatus, compact};
+use crate::support::log_format::in_invocation;
 use crate::support::schema;
 use crate::support::trace_context::{TraceContext, parse_traceparent};
 use tracing::Instrument as _;
@@ -211,41 +212,35 @@ fn split_action(segment: &str) -> Option<(&str, &str)> {
 pub async fn function_action(
     State(state): State<AppState>,
     Segment(segment): Segment,
-    headers: HeaderMap,
-    trace: Option<Extension<TraceContext>>,
-    body: Result<Bytes, BytesRejection>,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
+    // Taken rather than extracted: the `HeaderMap` and `Extension` extractors clone.
+    let headers = std::mem::take(request.headers_mut());
+    let trace = request.extensions_mut().remove::<TraceContext>();
+    let body = Bytes::from_request(request, &state).await;
     let (name, sync) = match split_action(&segment) {
         Some((name, "invoke")) => (name, true),
         Some((name, "enqueue")) => (name, false),
         _ => return Ok(super::functions::method_not_allowed(&segment)),
     };
     let mut input = invoke_input(name, &headers, body)?;
-    // The trace layer read the trace context and runs this request in its span; a path it did
-    // not recognise as an invocation gets both here.
-    let span = match trace {
-        Some(Extension(trace)) => {
-            input.trace = Some(trace);
-            tracing::Span::none()
-        }
-        None => {
-            let trace = super::trace::trace_context(&headers, input.trace_id.as_deref());
-            let span = tracing::error_span!("invocation", trace_id = %trace.trace_id());
-            input.trace = Some(trace);
-            span
-        }
+    // The trace layer read the trace context and runs this request as its invocation; a path
+    // it did not recognise as an invocation gets both here.
+    let trace = match trace {
+        Some(trace) => trace,
+        None => super::trace::trace_context(&headers, input.trace_id.as_deref()),
     };
+    input.trace = Some(trace.clone());
     if !sync {
         input.callback_url = callback_url(&state, &headers)?;
     }
-    async move {
+    in_invocation(trace, async move {
         if sync {
             invoke(state, name, &headers, input).await
         } else {
             enqueue(state, name, input).await
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 
@@ -337,7 +332,7 @@ fn invocation_response(
     let mut response = (status, Json(body)).into_response();
     if with_id_header {
         if let Ok(v) = HeaderValue::from_str(&body.execution_id) {
-            response.headers_mut().insert("X-Execution-Id", v);
+            response.headers_mut().insert(headers::X_EXECUTION_ID, v);
         }
     }
     response

@@ -14,21 +14,25 @@ pub mod trace;
 use std::any::Any;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use tower::Layer as _;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::AppState;
 use crate::auth::{self, GuardParts, Protected, Rejection};
+use crate::server::HttpService;
 use error::ApiError;
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
 /// handlers, since the name itself may contain `:`. Runtime callbacks are served here unless
 /// they have a listener of their own (`NANOFAAS_CALLBACK_SERVER_PORT`).
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> impl HttpService {
     let mut router = Router::new()
         .route(
             "/v1/functions",
@@ -66,12 +70,12 @@ pub fn router(state: AppState) -> Router {
         router = router.merge(runtime_config::router());
     }
     // Outermost: the whole request, edge layers included, runs in the invocation's trace span.
-    with_edge_layers(router, state).layer(trace::TraceContextLayer)
+    trace::TraceContextLayer.layer(with_edge_layers(router, state))
 }
 
 /// The callback listener's routes: runtime callbacks only, so that a NetworkPolicy can admit
 /// function pods to this port and nothing else (docs/security.md).
-pub fn callback_router(state: AppState) -> Router {
+pub fn callback_router(state: AppState) -> impl HttpService {
     with_edge_layers(callback_routes(), state)
 }
 
@@ -80,8 +84,11 @@ fn callback_routes() -> Router<AppState> {
 }
 
 /// What every API-facing router shares: JSON 404/405, the body limit, panics as 500 JSON, and
-/// request tracing.
-fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
+/// request tracing. The last three wrap the router as a whole, once: `Router::layer` would wrap
+/// every route in a boxed service per layer, and each box costs a clone and an allocation per
+/// request (docs/perf/RESULTS.md, issue 12). Authentication stays a router layer: it reads the
+/// matched route.
+fn with_edge_layers(router: Router<AppState>, state: AppState) -> impl HttpService {
     let body_limit = state.config.max_request_body_bytes;
     let mut router = router
         .fallback(not_found)
@@ -107,9 +114,8 @@ fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
             },
         );
     }
-    router
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(panic_response))
+    ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(Body::new))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
@@ -118,7 +124,9 @@ fn with_edge_layers(router: Router<AppState>, state: AppState) -> Router {
                 // Error answers are part of the API, not server faults: keep them out of ERROR logs.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .service(router.with_state(state))
 }
 
 /// Authentication rejections answer through the one error mapping.

@@ -1,19 +1,19 @@
 //! The W3C trace context of `:invoke` and `:enqueue` (issue 11, docs/tracing.md), as a layer
 //! around the whole request: it reads (or starts) the trace, hands it to the handler as a
-//! request extension, and runs the request inside a span whose `trace_id` field every line
-//! logged for it carries, the edge's own request lines and error answers included. Other
-//! requests pass through untouched.
+//! request extension, and runs the request as that invocation (`support::log_format`): every
+//! line logged for it carries the trace id, the edge's own request lines and error answers
+//! included. Other requests pass through untouched.
 
 use std::task::{Context, Poll};
 
 use axum::http::{HeaderMap, HeaderValue, Method, Request};
 use futures_util::future::Either;
+use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
-use tracing::Instrument as _;
-use tracing::instrument::Instrumented;
 
 use super::extract::token_header;
 use crate::support::headers;
+use crate::support::log_format::{in_invocation, in_invocation_sync};
 use crate::support::trace_context::TraceContext;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +36,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<Instrumented<S::Future>, S::Future>;
+    type Future = Either<TaskLocalFuture<TraceContext, S::Future>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
@@ -51,11 +51,9 @@ where
             .ok()
             .flatten();
         let trace = trace_context(request.headers(), x_trace_id.as_deref());
-        // At ERROR level, so that it is enabled whenever any line is logged.
-        let span = tracing::error_span!("invocation", trace_id = %trace.trace_id());
-        request.extensions_mut().insert(trace);
-        let future = span.in_scope(|| self.0.call(request));
-        Either::Left(future.instrument(span))
+        request.extensions_mut().insert(trace.clone());
+        let future = in_invocation_sync(trace.clone(), || self.0.call(request));
+        Either::Left(in_invocation(trace, future))
     }
 }
 

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse;
@@ -28,8 +27,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::Limits;
 use super::parse_error::ParseErrorRewrite;
+use super::{HttpService, Limits};
 use crate::api::error::ApiError;
 use crate::api::extract::BodyReadTimeout;
 
@@ -94,9 +93,9 @@ impl Drop for InFlight {
     }
 }
 
-pub(super) async fn serve(
+pub(super) async fn serve<S: HttpService>(
     stream: TcpStream,
-    router: Router,
+    router: S,
     limits: Arc<Limits>,
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
@@ -319,8 +318,8 @@ impl AsyncWrite for Socket {
 /// The per-connection service: the router, behind the declared-length check, with the request
 /// body under its read deadline and the response body counted as in progress.
 #[derive(Clone)]
-struct Service {
-    router: Router,
+struct Service<S> {
+    router: S,
     limits: Arc<Limits>,
     activity: Arc<Activity>,
 }
@@ -328,7 +327,7 @@ struct Service {
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Service {
+impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Service<S> {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
     type Future = ServiceFuture;
@@ -353,10 +352,12 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             }
         }
         let timeout = self.limits.body_read_timeout;
-        let request = request.map(|inner| TimedBody {
-            inner,
-            timeout,
-            deadline: None,
+        let request = request.map(|inner| {
+            Body::new(TimedBody {
+                inner,
+                timeout,
+                deadline: None,
+            })
         });
         let routed = tower::Service::call(&mut self.router.clone(), request);
         Box::pin(async move {

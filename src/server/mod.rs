@@ -11,7 +11,11 @@ mod parse_error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +26,30 @@ use crate::config::Config;
 /// File descriptors kept out of the API port's derived cap: the management port's connections,
 /// the process's own files, the listeners, the Docker/Kubernetes clients.
 const RESERVED_FDS: u64 = 256;
+
+/// What a listener serves: a router, possibly behind edge layers wrapped around it as a whole
+/// (`api::router`). Called without `poll_ready`: routers and the edge layers are always ready.
+pub trait HttpService:
+    tower::Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// How one port treats its connections.
 #[derive(Debug, Clone)]
@@ -115,10 +143,15 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(open_files_limit())
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then drains: connections with no
+/// Serves `service` on `listener` until `stop` is cancelled, then drains: connections with no
 /// request in progress close at once, requests in progress finish (the caller bounds the wait by
 /// the grace period). Returns when every connection is closed.
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    service: impl HttpService,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
@@ -144,7 +177,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
         };
         connections.spawn(connection::serve(
             stream,
-            router.clone(),
+            service.clone(),
             limits.clone(),
             stop.clone(),
             slot,

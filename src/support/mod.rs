@@ -8,6 +8,7 @@ pub mod headers;
 mod json_text;
 pub mod lenient;
 mod locks;
+pub mod log_format;
 pub mod net_policy;
 pub mod schema;
 pub mod trace_context;
