@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest as _, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,9 +27,9 @@ use super::openapi::{
 use crate::AppState;
 use crate::invocation::InvokeInput;
 use crate::model::{CallbackBody, ExecutionStatus, InvocationResponse, InvocationStatus, compact};
-use crate::support::log_format::in_invocation;
+use crate::support::log_format::{current_invocation, in_invocation};
 use crate::support::schema;
-use crate::support::trace_context::{TraceContext, parse_traceparent};
+use crate::support::trace_context::parse_traceparent;
 use tracing::Instrument as _;
 
 /// InvocationRequest: `{"input": <any JSON, required>, "metadata": {string: string} | null}`.
@@ -214,9 +215,9 @@ pub async fn function_action(
     Segment(segment): Segment,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    // Taken rather than extracted: the `HeaderMap` and `Extension` extractors clone.
+    // Taken rather than extracted: the `HeaderMap` extractor clones.
     let headers = std::mem::take(request.headers_mut());
-    let trace = request.extensions_mut().remove::<TraceContext>();
+    let trace = current_invocation();
     let body = Bytes::from_request(request, &state).await;
     let (name, sync) = match split_action(&segment) {
         Some((name, "invoke")) => (name, true),
@@ -324,15 +325,26 @@ async fn enqueue(state: AppState, name: &str, input: InvokeInput) -> Result<Resp
     Ok(invocation_response(StatusCode::ACCEPTED, &response, false))
 }
 
+/// The answer of `:invoke` and `:enqueue`: written into one buffer sized for it (axum's `Json`
+/// writes through a growing `BytesMut` in many small copies, issue 12).
 fn invocation_response(
     status: StatusCode,
     body: &InvocationResponse,
     with_id_header: bool,
 ) -> Response {
-    let mut response = (status, Json(body)).into_response();
+    let sized = 128 + body.output.as_ref().map_or(0, |o| o.get().len());
+    let mut json = Vec::with_capacity(sized);
+    if serde_json::to_writer(&mut json, body).is_err() {
+        // Not reached (raw output is valid JSON); axum's answer to a failed serialisation.
+        return Json(body).into_response();
+    }
+    let mut response = Response::new(axum::body::Body::from(json));
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if with_id_header {
         if let Ok(v) = HeaderValue::from_str(&body.execution_id) {
-            response.headers_mut().insert(headers::X_EXECUTION_ID, v);
+            map.insert(headers::X_EXECUTION_ID, v);
         }
     }
     response

@@ -1,8 +1,8 @@
 //! The W3C trace context of `:invoke` and `:enqueue` (issue 11, docs/tracing.md), as a layer
-//! around the whole request: it reads (or starts) the trace, hands it to the handler as a
-//! request extension, and runs the request as that invocation (`support::log_format`): every
-//! line logged for it carries the trace id, the edge's own request lines and error answers
-//! included. Other requests pass through untouched.
+//! around the whole request: it reads (or starts) the trace and runs the request as that
+//! invocation (`support::log_format`), where the handler finds it and every line logged for it
+//! carries the trace id, the edge's own request lines and error answers included. Other requests
+//! pass through untouched.
 
 use std::task::{Context, Poll};
 
@@ -42,7 +42,7 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         if !is_invocation(&request) {
             return Either::Right(self.0.call(request));
         }
@@ -51,7 +51,6 @@ where
             .ok()
             .flatten();
         let trace = trace_context(request.headers(), x_trace_id.as_deref());
-        request.extensions_mut().insert(trace.clone());
         let future = in_invocation_sync(trace.clone(), || self.0.call(request));
         Either::Left(in_invocation(trace, future))
     }

@@ -54,6 +54,10 @@ impl Dispatcher {
             // A 3xx is the runtime's answer, a POOL_ERROR (REFERENCE §6.2), as with Java's
             // WebClient: following it would let a runtime send us to any address.
             .redirect(reqwest::redirect::Policy::none())
+            // reqwest retries only HTTP/2 and HTTP/3 refusals, which an HTTP/1 runtime never
+            // sends; its default policy still cloned every request to be able to (issue 12).
+            // Our retries are the function's `maxRetries`.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             // Pure-Rust DNS (hickory) filtered by the outbound policy, after resolution.
             .dns_resolver(Arc::new(PolicyResolver::new(
                 policy.clone(),

@@ -48,7 +48,8 @@ pub struct ExecutionStore {
 
 #[derive(Default)]
 struct Inner {
-    records: HashMap<Arc<str>, ExecutionRecord>,
+    /// Keyed by our own ids (random UUIDs), so a fast hasher: callers only look ids up.
+    records: HashMap<Arc<str>, ExecutionRecord, foldhash::fast::RandomState>,
     /// Ids in the order they became terminal: eviction order when the store is full.
     terminal_order: VecDeque<Arc<str>>,
     /// What all records hold (see [`ExecutionRecord::held_bytes`]).
@@ -238,7 +239,7 @@ impl ExecutionStore {
         });
         ExecutionStore {
             inner: Mutex::new(Inner {
-                records: HashMap::with_capacity(capacity),
+                records: HashMap::with_capacity_and_hasher(capacity, Default::default()),
                 terminal_order: VecDeque::new(),
                 bytes: 0,
                 dead_letters: DeadLetterIndex::default(),

@@ -32,6 +32,12 @@ pub fn in_invocation<F: Future>(
     INVOCATION.scope(trace, future)
 }
 
+/// The trace context of the invocation being served, if any (the handler's, without copying
+/// it through the request's extensions).
+pub fn current_invocation() -> Option<TraceContext> {
+    INVOCATION.try_with(TraceContext::clone).ok()
+}
+
 /// Runs `f` (the synchronous part of serving a request) as the invocation of `trace`.
 pub fn in_invocation_sync<R>(trace: TraceContext, f: impl FnOnce() -> R) -> R {
     INVOCATION.sync_scope(trace, f)
@@ -67,7 +73,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Ok(trace) = INVOCATION.try_with(TraceContext::clone) else {
+        let Some(trace) = current_invocation() else {
             return self.full.format_event(ctx, writer, event);
         };
         // The layout of `Format<Full>` without the target: time, level, spans from the root, the
