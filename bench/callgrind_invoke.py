@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per sync invocation, counted by callgrind: the A/B measure of issue 12.
 
-    python3 bench/callgrind_invoke.py [--reps R] [--n N1,N2] [--paths pool,local,queued,relay]
+    python3 bench/callgrind_invoke.py [--reps R] [--n N1,N2] [--paths pool,local,queued,relay,echo]
                                       LABEL=CONTROL_PLANE_BINARY [LABEL=BINARY ...]
 
 Each binary (e.g. `base=/tmp/cp-base new=$CARGO_TARGET_DIR/release/nanofaas-control-plane`) runs
@@ -14,7 +14,8 @@ within about 1 % whatever else the machine does (times on a shared VM do not).
 
 Paths: pool (POOL sync, inline route), local (LOCAL sync), queued (POOL sync through the
 function's queue: NANOFAAS_ASYNC_QUEUE_ENABLED=true), relay (`examples/bench_proxy.rs` in reqwest
-mode, the logic-free axum + reqwest relay, for the ratio; measured once, not per binary).
+mode, the logic-free axum + reqwest relay, for the ratio; measured once, not per binary), echo
+(`bench_proxy` in echo mode: a logic-free axum server answering the body, the ratio of local).
 Repetitions are interleaved across binaries. The callgrind outputs stay in BENCH_RESULTS_DIR
 (default bench/results/callgrind) for `bench/callgrind_diff.py`. Needs the release examples
 bench_runtime and bench_proxy (`cargo build --release --example bench_runtime --example
@@ -36,10 +37,12 @@ PROXY_BIN = os.path.join(TARGET, "release", "examples", "bench_proxy")
 RESULTS = os.environ.get("BENCH_RESULTS_DIR", os.path.join(ROOT, "bench", "results", "callgrind"))
 RT_PORT, API, MGMT = 19090, 18080, 18081
 BODY = '{"input":{"message":"hi"}}'
+# Paths served by bench_proxy (measured once, not per control-plane binary).
+FLOORS = ("relay", "echo")
 
 
 def args():
-    reps, ns, paths, bins = 2, (1000, 5000), ["pool", "local", "queued", "relay"], []
+    reps, ns, paths, bins = 2, (1000, 5000), ["pool", "local", "queued", "relay", "echo"], []
     argv = sys.argv[1:]
     while argv:
         a = argv.pop(0)
@@ -54,7 +57,7 @@ def args():
             bins.append((label, path))
         else:
             raise SystemExit(__doc__)
-    if not bins and paths != ["relay"]:
+    if not bins and not set(paths) <= {"relay", "echo"}:
         raise SystemExit(__doc__)
     return reps, ns, paths, bins
 
@@ -83,10 +86,10 @@ def post(conn, path, body):
 
 def measure(label, binary, path, n, rep):
     out = os.path.join(RESULTS, f"callgrind.out.{label}-{path}-{n}-{rep}")
-    if path == "relay":
+    if path in FLOORS:
         argv = [PROXY_BIN, str(API)]
-        env = dict(os.environ, BENCH_PROXY_UPSTREAM=f"http://127.0.0.1:{RT_PORT}/invoke")
-        env.pop("BENCH_PROXY_CLIENT", None)
+        env = dict(os.environ, BENCH_PROXY_UPSTREAM=f"http://127.0.0.1:{RT_PORT}/invoke",
+                   BENCH_PROXY_CLIENT="reqwest" if path == "relay" else "echo")
         ready, url = (API, "/"), "/invoke"
     else:
         argv = [binary]
@@ -101,7 +104,7 @@ def measure(label, binary, path, n, rep):
     try:
         wait_http(*ready, p)
         conn = http.client.HTTPConnection("127.0.0.1", API, timeout=60)
-        if path != "relay":
+        if path not in FLOORS:
             fn = ({"name": "echo", "image": "x", "executionMode": "LOCAL"} if path == "local" else
                   {"name": "pool", "image": "x", "executionMode": "POOL", "maxRetries": 1,
                    "concurrency": 64, "endpointUrl": f"http://127.0.0.1:{RT_PORT}/invoke"})
@@ -110,7 +113,7 @@ def measure(label, binary, path, n, rep):
                 raise SystemExit(f"registration failed: {status} {data[:200]}")
         for i in range(200 + n):
             status, data = post(conn, url, BODY)
-            if status != 200 or (path != "relay" and b'"status":"success"' not in data):
+            if status != 200 or (path not in FLOORS and b'"status":"success"' not in data):
                 raise SystemExit(f"{label}/{path} invocation {i}: {status} {data[:200]}")
         conn.close()
     finally:
@@ -139,8 +142,8 @@ def inner():
         for rep in range(1, reps + 1):
             order = bins if rep % 2 else list(reversed(bins))
             for path in paths:
-                targets = [("relay", "")] if path == "relay" else order
-                if path == "relay" and rep > 1:
+                targets = [(path, "")] if path in FLOORS else order
+                if path in FLOORS and rep > 1:
                     continue
                 for label, binary in targets:
                     small = measure(label, binary, path, n1, rep)
@@ -151,10 +154,12 @@ def inner():
     finally:
         rt.terminate()
         rt.wait()
-    relay = statistics.mean(rows[("relay", "relay")]) if ("relay", "relay") in rows else None
-    print("\n| path | build | Ir per invocation (reps) | ÷ relay |\n|---|---|---|---|")
+    floor = {p: statistics.mean(rows[(p, p)]) for p in FLOORS if (p, p) in rows}
+    print("\n| path | build | Ir per invocation (reps) | ÷ floor (relay; echo for local) |")
+    print("|---|---|---|---|")
     for (path, label), v in rows.items():
-        ratio = f"{statistics.mean(v) / relay:.3f}" if relay and path != "local" else "–"
+        base = floor.get("echo" if path in ("local", "echo") else "relay")
+        ratio = f"{statistics.mean(v) / base:.3f}" if base else "–"
         reps_text = ", ".join(f"{x:,.0f}" for x in v)
         print(f"| {path} | {label} | **{statistics.mean(v):,.0f}** ({reps_text}) | {ratio} |")
 

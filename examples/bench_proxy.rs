@@ -14,6 +14,8 @@
 //!
 //! `BENCH_PROXY_CLIENT=hyper` swaps reqwest for the bare `hyper-util` pooled client reqwest is
 //! built on, to show what reqwest's own layers (redirect policy, retry policy, URL handling) cost.
+//! `BENCH_PROXY_CLIENT=echo` calls nothing and answers the request's body: the logic-free axum
+//! echo a LOCAL invocation is compared with (issue 12).
 //!
 //! Usage: `bench_proxy [PORT]` or `BENCH_PROXY_PORT=PORT bench_proxy` (default 19091).
 
@@ -43,6 +45,7 @@ struct Relay {
     client: reqwest::Client,
     upstream: reqwest::Url,
     hyper: Option<(HyperClient, axum::http::Uri)>,
+    echo: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,13 +74,17 @@ fn main() -> anyhow::Result<()> {
                     .build(connector);
             Some((client, upstream.as_str().parse()?))
         }
-        Ok("reqwest") | Err(_) => None,
-        Ok(other) => anyhow::bail!("BENCH_PROXY_CLIENT must be reqwest or hyper, not {other}"),
+        Ok("reqwest" | "echo") | Err(_) => None,
+        Ok(other) => {
+            anyhow::bail!("BENCH_PROXY_CLIENT must be reqwest, hyper or echo, not {other}")
+        }
     };
+    let echo = std::env::var("BENCH_PROXY_CLIENT").as_deref() == Ok("echo");
     let relay = Arc::new(Relay {
         client,
         upstream,
         hyper,
+        echo,
     });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,6 +108,9 @@ async fn serve(addr: SocketAddr, relay: Arc<Relay>) -> anyhow::Result<()> {
 }
 
 async fn invoke(State(relay): State<Arc<Relay>>, body: Bytes) -> Response {
+    if relay.echo {
+        return answer(Ok((StatusCode::OK, body)));
+    }
     if let Some((client, uri)) = &relay.hyper {
         return relay_hyper(client, uri, body).await;
     }

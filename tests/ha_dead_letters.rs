@@ -5,77 +5,31 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Stub;
 use common::nats::NatsServer;
+use common::replica::Replica;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-/// One control-plane process on the given NATS.
-struct Cp {
-    base: String,
-    child: Option<Child>,
-    client: reqwest::Client,
-}
+/// One control-plane process on the given NATS (tests/common/replica.rs), with this suite's calls.
+struct Cp(Replica);
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+impl std::ops::Deref for Cp {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        &self.0
+    }
 }
 
 impl Cp {
     async fn start(nats: &NatsServer, replica: &str, env: &[(&str, &str)]) -> Cp {
-        let (port, management_port) = (free_port(), free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nanofaas-control-plane"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SERVER_ADDRESS", "127.0.0.1")
-            .env("SERVER_PORT", port.to_string())
-            .env("MANAGEMENT_SERVER_ADDRESS", "127.0.0.1")
-            .env("MANAGEMENT_SERVER_PORT", management_port.to_string())
-            .env("NANOFAAS_ASYNC_QUEUE_ENABLED", "true")
-            .env("NANOFAAS_STATE_BACKEND", "nats")
-            .env("NANOFAAS_NATS_URL", &nats.url)
-            .env("NANOFAAS_REPLICA_ID", replica)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("starting the control plane");
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let ready = format!("http://127.0.0.1:{management_port}/actuator/health/readiness");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "{replica} not ready in 30 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Cp {
-            base: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            client,
-        }
+        Cp(Replica::start(&nats.url, replica, env).await)
     }
 
-    /// SIGKILL: no drain, no graceful anything.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill();
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -163,12 +117,6 @@ impl Cp {
                 None => return (ids, pages),
             }
         }
-    }
-}
-
-impl Drop for Cp {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

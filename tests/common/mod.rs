@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod nats;
 pub mod receiver;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
