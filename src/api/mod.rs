@@ -12,6 +12,7 @@ pub mod runtime_config;
 pub mod trace;
 
 use std::any::Any;
+use std::convert::Infallible;
 
 use axum::Router;
 use axum::body::Body;
@@ -26,8 +27,31 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::AppState;
 use crate::auth::{self, GuardParts, Protected, Rejection};
-use crate::server::HttpService;
 use error::ApiError;
+
+/// What a listener serves: a router, possibly behind edge layers wrapped around it as a whole
+/// (`router`). Called without `poll_ready`: routers and the edge layers are always ready.
+pub trait HttpService:
+    tower::Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Routes of the main port (REFERENCE §1.2). Colon actions (`{name}:invoke`) are split inside the
 /// handlers, since the name itself may contain `:`. Runtime callbacks are served here unless

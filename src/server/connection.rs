@@ -27,8 +27,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::Limits;
 use super::parse_error::ParseErrorRewrite;
-use super::{HttpService, Limits};
+use crate::api::HttpService;
 use crate::api::error::ApiError;
 use crate::api::extract::BodyReadTimeout;
 
@@ -324,15 +325,12 @@ struct Service<S> {
     activity: Arc<Activity>,
 }
 
-type ServiceFuture =
-    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
-
 impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Service<S> {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = ServiceFuture;
+    type Future = Routed<S::Future>;
 
-    fn call(&self, request: Request<Incoming>) -> ServiceFuture {
+    fn call(&self, request: Request<Incoming>) -> Routed<S::Future> {
         let guard = InFlight::start(&self.activity);
         if let Some(limit) = self.limits.max_body_bytes {
             if declared_length(&request).is_some_and(|n| n > limit as u64) {
@@ -344,11 +342,10 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Service<S> {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                let response = response.map(|inner| TrackedBody {
-                    inner,
-                    _in_flight: guard,
-                });
-                return Box::pin(std::future::ready(Ok(response)));
+                return Routed::Refused {
+                    response: Some(response),
+                    guard: Some(guard),
+                };
             }
         }
         let timeout = self.limits.body_read_timeout;
@@ -359,17 +356,44 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Service<S> {
                 deadline: None,
             })
         });
-        let routed = tower::Service::call(&mut self.router.clone(), request);
-        Box::pin(async move {
-            let response = match routed.await {
-                Ok(r) => r,
+        Routed::Serving {
+            future: tower::Service::call(&mut self.router.clone(), request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to one request, with its in-progress count attached to the response body. A
+    /// future of its own rather than a boxed one: hyper keeps it in place, so the router's
+    /// future is neither allocated nor copied per request (issue 12).
+    #[project = RoutedProj]
+    enum Routed<F> {
+        Refused { response: Option<Response<Body>>, guard: Option<InFlight> },
+        Serving { #[pin] future: F, guard: Option<InFlight> },
+    }
+}
+
+impl<F> Future for Routed<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (response, guard) = match self.project() {
+            RoutedProj::Refused { response, guard } => (response.take(), guard.take()),
+            RoutedProj::Serving { future, guard } => match ready!(future.poll(cx)) {
+                Ok(response) => (Some(response), guard.take()),
                 Err(never) => match never {},
-            };
-            Ok(response.map(|inner| TrackedBody {
-                inner,
-                _in_flight: guard,
-            }))
-        })
+            },
+        };
+        // Polled again after its answer (hyper never does): an empty 500, not a panic.
+        let response = response.unwrap_or_else(|| ApiError::Internal.into_response());
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            _in_flight: guard,
+        })))
     }
 }
 
@@ -426,7 +450,7 @@ impl HttpBody for TimedBody {
 /// A response body that keeps its request counted as in progress until hyper drops it.
 pub(super) struct TrackedBody {
     inner: Body,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl HttpBody for TrackedBody {

@@ -11,45 +11,17 @@ mod parse_error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use axum::body::Body;
-use axum::http::Request;
-use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::HttpService;
 use crate::config::Config;
 
 /// File descriptors kept out of the API port's derived cap: the management port's connections,
 /// the process's own files, the listeners, the Docker/Kubernetes clients.
 const RESERVED_FDS: u64 = 256;
-
-/// What a listener serves: a router, possibly behind edge layers wrapped around it as a whole
-/// (`api::router`). Called without `poll_ready`: routers and the edge layers are always ready.
-pub trait HttpService:
-    tower::Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> HttpService for S where
-    S: tower::Service<
-            Request<Body>,
-            Response = Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
 
 /// How one port treats its connections.
 #[derive(Debug, Clone)]
