@@ -227,22 +227,29 @@ pub async fn function_action(
     let mut input = invoke_input(name, &headers, body)?;
     // The trace layer read the trace context and runs this request as its invocation; a path
     // it did not recognise as an invocation gets both here.
-    let trace = match trace {
-        Some(trace) => trace,
-        None => super::trace::trace_context(&headers, input.trace_id.as_deref()),
+    let (trace, from_layer) = match trace {
+        Some(trace) => (trace, true),
+        None => (
+            super::trace::trace_context(&headers, input.trace_id.as_deref()),
+            false,
+        ),
     };
     input.trace = Some(trace.clone());
     if !sync {
         input.callback_url = callback_url(&state, &headers)?;
     }
-    in_invocation(trace, async move {
+    let work = async move {
         if sync {
             invoke(state, name, &headers, input).await
         } else {
             enqueue(state, name, input).await
         }
-    })
-    .await
+    };
+    if from_layer {
+        work.await
+    } else {
+        in_invocation(trace, work).await
+    }
 }
 
 /// Invoke a function and wait for its result (scope `invoke`).
