@@ -4,7 +4,7 @@
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -193,16 +193,14 @@ pub fn token_header(
     header: &crate::support::headers::Known,
 ) -> Result<Option<String>, ApiError> {
     let name = header.label;
-    let Some(value) = headers.get(&header.name) else {
+    let Some(text) = headers
+        .get(&header.name)
+        .map(|value| header_text(value, name))
+        .transpose()?
+        .flatten()
+    else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?
-        .trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
     if text.len() > MAX_KEY_HEADER_LEN {
         return Err(ApiError::BadRequest(format!(
             "{name} is longer than {MAX_KEY_HEADER_LEN} characters"
@@ -211,9 +209,20 @@ pub fn token_header(
     Ok(Some(text.to_owned()))
 }
 
+/// A header's value as text, trimmed; blank is `None`, and a value that is not visible ASCII a
+/// 400 naming the header (`name`).
+pub fn header_text<'a>(value: &'a HeaderValue, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?
+        .trim();
+    Ok((!text.is_empty()).then_some(text))
+}
+
 /// `X-Timeout-Ms`: an integer (0 or negative means "do not wait").
 pub fn timeout_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get("X-Timeout-Ms") else {
+    let header = &crate::support::headers::X_TIMEOUT_MS;
+    let Some(value) = headers.get(&header.name) else {
         return Ok(None);
     };
     value
@@ -221,13 +230,13 @@ pub fn timeout_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
         .map(Some)
-        .ok_or_else(|| ApiError::BadRequest("X-Timeout-Ms must be an integer".to_owned()))
+        .ok_or_else(|| ApiError::BadRequest(format!("{} must be an integer", header.label)))
 }
 
 /// `X-Dispatch-Attempt` on a callback: a positive integer, else absent (legacy completion).
 pub fn attempt_header(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get("X-Dispatch-Attempt")
+        .get(crate::support::headers::X_DISPATCH_ATTEMPT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|n| *n > 0)

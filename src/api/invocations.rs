@@ -17,7 +17,8 @@ use crate::support::headers;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{
-    Segment, attempt_header, body_bytes, json_body, json_object, timeout_header, token_header,
+    Segment, attempt_header, body_bytes, header_text, json_body, json_object, timeout_header,
+    token_header,
 };
 use super::functions::require_name;
 use super::openapi::{
@@ -163,13 +164,9 @@ fn callback_url(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>
     if values.next().is_some() {
         return Err(ApiError::BadRequest(format!("{name} must be given once")));
     }
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?
-        .trim();
-    if text.is_empty() {
+    let Some(text) = header_text(value, name)? else {
         return Ok(None);
-    }
+    };
     state
         .webhooks
         .check_callback_url(text)

@@ -22,6 +22,10 @@ pub const X_CALLBACK_URL: Known = Known {
     name: HeaderName::from_static("x-callback-url"),
     label: "X-Callback-Url",
 };
+pub const X_TIMEOUT_MS: Known = Known {
+    name: HeaderName::from_static("x-timeout-ms"),
+    label: "X-Timeout-Ms",
+};
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const X_EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
