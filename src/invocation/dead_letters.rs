@@ -109,6 +109,7 @@ impl InvocationService {
         execution_id: &str,
     ) -> Result<(String, bytes::Bytes), InvokeError> {
         let not_dead_letter = || InvokeError::NotDeadLetter(execution_id.to_owned());
+        let mut shared = false;
         if let Some(backend) = self.durable()? {
             match backend.read(execution_id).await {
                 Ok(Some(record)) if record.state.is_terminal() => {
@@ -122,11 +123,13 @@ impl InvocationService {
                 }
                 // Not terminal in the shared record yet: this replica may have just ended it
                 // (its terminal write is on its way); its own store then has the dead letter.
-                Ok(_) => {}
+                // If it does not know the execution at all, the execution is in progress.
+                Ok(record) => shared = record.is_some(),
                 Err(e) => return Err(InvokeError::StateUnavailable(e.to_string())),
             }
         }
         match self.store.dead_letter(execution_id) {
+            DeadLetterLookup::Missing if shared => Err(not_dead_letter()),
             DeadLetterLookup::Missing => {
                 Err(InvokeError::ExecutionNotFound(execution_id.to_owned()))
             }
